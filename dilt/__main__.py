@@ -1,0 +1,3 @@
+from dilt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Dataset registry.
+
+Every loader returns a :class:`DataBundle`: train / validation / test datasets whose items are
+``(image tensor, int label)``, the label arrays, the number of classes and the input shape.
+The validation split is always carved from the training data (never from test), so model
+selection and early stopping never see the test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+
+_REGISTRY: dict[str, Callable[..., "DataBundle"]] = {}
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    train_targets: np.ndarray
+    val_targets: np.ndarray
+    test_targets: np.ndarray
+    num_classes: int
+    input_shape: tuple[int, ...]
+    class_names: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> tuple[Dataset, np.ndarray]:
+        if name not in ("train", "val", "test"):
+            raise KeyError(f"unknown split {name!r} (train, val, test)")
+        return getattr(self, name), getattr(self, f"{name}_targets")
+
+
+def register_dataset(name: str):
+    def deco(fn):
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def dataset_names() -> list[str]:
+    _import_loaders()
+    return sorted(_REGISTRY)
+
+
+def load_dataset(name: str, *, root: str | Path = "data", seed: int = 0,
+                 val_fraction: float = 0.2, **options) -> DataBundle:
+    """Load dataset ``name`` from ``root``; ``seed`` fixes the train/validation split."""
+    _import_loaders()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](root=Path(root), seed=seed, val_fraction=val_fraction, **options)
+
+
+def stratified_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, held) with ``fraction`` of every class held out, deterministically."""
+    targets = np.asarray(targets)
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        held.append(idx[: int(round(fraction * len(idx)))])
+    held = np.sort(np.concatenate(held)) if held else np.array([], dtype=int)
+    rest = np.setdiff1d(np.arange(len(targets)), held)
+    return rest, held
+
+
+def carve_validation(name: str, train: Dataset, train_targets: np.ndarray, test: Dataset,
+                     test_targets: np.ndarray, num_classes: int, input_shape: tuple[int, ...],
+                     val_fraction: float, seed: int, class_names=None) -> DataBundle:
+    """Bundle a dataset with official train/test splits, holding a stratified validation split
+    out of train."""
+    rest, held = stratified_split(train_targets, val_fraction, seed)
+    return DataBundle(name, Subset(train, rest.tolist()), Subset(train, held.tolist()), test,
+                      np.asarray(train_targets)[rest], np.asarray(train_targets)[held],
+                      np.asarray(test_targets), num_classes, tuple(input_shape),
+                      list(class_names or []))
+
+
+class TensorImages(Dataset):
+    """In-memory images and labels; the training loop slices ``x``/``y`` directly (no loader)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def _import_loaders() -> None:
+    # importing the modules registers their loaders
+    from dilt.data import digits  # noqa: F401
+    try:
+        from dilt.data import imagefolders  # noqa: F401
+    except ImportError:  # pragma: no cover - optional real-data loaders
+        pass
