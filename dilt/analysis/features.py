@@ -1,0 +1,132 @@
+"""Probe set selection and per-layer feature extraction for the functional analysis.
+
+Both networks see the same probe inputs, so row ``i`` of every feature matrix belongs to the same
+image. Features are returned as float64 numpy arrays (n, d), one per named module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from dilt.io import atomic_path
+
+REDUCTIONS = ("gap", "flatten", "random_projection")
+
+
+def probe_indices(targets, size: int = 1024, seed: int = 0) -> np.ndarray:
+    """A fixed, class-stratified subset of ``size`` indices into ``targets`` (held-out labels).
+
+    Every class gets a share proportional to its frequency (largest remainder rounding, at least
+    one example per class when ``size`` allows it); the result is sorted. All indices are returned
+    when ``size`` is at least the number of examples.
+    """
+    targets = np.asarray(targets)
+    n = len(targets)
+    if size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(targets, return_counts=True)
+    share = counts * size / n
+    take = np.floor(share).astype(int)
+    if size >= len(classes):
+        take = np.maximum(take, 1)
+    # hand out what is left by largest remainder, never more than a class holds
+    order = np.argsort(-(share - np.floor(share)), kind="stable")
+    i = 0
+    while take.sum() < size:
+        c = order[i % len(order)]
+        if take[c] < counts[c]:
+            take[c] += 1
+        i += 1
+    while take.sum() > size:  # only when the minimum of one per class overshoots
+        c = int(np.argmax(take))
+        take[c] -= 1
+    out = []
+    for c, k in zip(classes, take):
+        idx = np.flatnonzero(targets == c)
+        out.append(rng.permutation(idx)[:k])
+    return np.sort(np.concatenate(out))
+
+
+def _reduce(out: torch.Tensor, module: nn.Module, how: str, proj: torch.Tensor | None) -> torch.Tensor:
+    out = out.detach()
+    if how == "gap":
+        if out.ndim >= 4 or (out.ndim == 3 and isinstance(module, nn.Conv1d)):
+            return out.flatten(2).mean(dim=2)  # channels first: average the spatial positions
+        if out.ndim == 3:
+            return out.mean(dim=1)  # (n, tokens, d): average the tokens
+        return out.reshape(len(out), -1)
+    flat = out.reshape(len(out), -1)
+    if how == "flatten" or proj is None:
+        return flat
+    return flat.to(proj.dtype) @ proj.to(flat.device)
+
+
+def _projection(dim_in: int, dim_out: int, seed: int, index: int) -> torch.Tensor | None:
+    """Gaussian random projection (JL) for layer ``index``; None when no reduction is needed.
+    The matrix depends only on (seed, layer index, dims), so both networks share it."""
+    if dim_in <= dim_out:
+        return None
+    rng = np.random.default_rng([seed, index, dim_in, dim_out])
+    return torch.from_numpy(rng.standard_normal((dim_in, dim_out)) / np.sqrt(dim_out)).float()
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, x: torch.Tensor, layer_names: Sequence[str],
+                     reduce: str = "gap", batch_size: int = 256, *, proj_dim: int = 256,
+                     seed: int = 0, cache: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Outputs of the modules ``layer_names`` on inputs ``x``, reduced to (n, d) float64 arrays.
+
+    ``reduce``: "gap" (mean over spatial positions of conv maps, over tokens of (n, T, d)
+    sequences), "flatten", or "random_projection" (flatten, then a seeded Gaussian projection to
+    ``proj_dim`` dimensions when the layer is wider). The model runs in eval mode without
+    gradients; its training flag is restored afterwards. With ``cache`` (an .npz path) the result
+    is read from there when it was computed with the same settings, else computed and written
+    atomically.
+    """
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduce!r}; known: {', '.join(REDUCTIONS)}")
+    layer_names = list(layer_names)
+    meta = np.array([reduce, str(proj_dim), str(seed), str(len(x)), *layer_names])
+    if cache is not None and os.path.exists(cache):
+        with np.load(cache, allow_pickle=False) as z:
+            if "meta" in z and z["meta"].tolist() == meta.tolist():
+                return {name: z[f"f{i}"] for i, name in enumerate(layer_names)}
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layer_names}
+    projections: dict[str, torch.Tensor | None] = {}
+
+    def hook_for(index: int, name: str, module: nn.Module):
+        def hook(_mod, _inp, out):
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            if reduce == "random_projection" and name not in projections:
+                projections[name] = _projection(out[0].numel(), proj_dim, seed, index)
+            chunks[name].append(_reduce(out, module, reduce, projections.get(name)).float().cpu())
+        return hook
+
+    handles = []
+    was_training = model.training
+    try:
+        for i, name in enumerate(layer_names):
+            module = model.get_submodule(name)
+            handles.append(module.register_forward_hook(hook_for(i, name, module)))
+        model.eval()
+        for start in range(0, len(x), batch_size):
+            model(x[start:start + batch_size].to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    feats = {name: torch.cat(chunks[name]).double().numpy() for name in layer_names}
+    if cache is not None:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, meta=meta, **{f"f{i}": feats[n] for i, n in enumerate(layer_names)})
+    return feats
