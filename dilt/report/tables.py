@@ -117,6 +117,12 @@ def latex_table(rows: pd.DataFrame, caption: str, label: str, header: list[str],
     return fit_width(tex.replace(old, new, 1))
 
 
+def join_blocks(blocks: list[str], label: str) -> str:
+    """Join table floats; the first also carries the file's generic ``label``."""
+    blocks[0] = blocks[0].replace("\\label{", f"\\label{{{label}}}\\label{{", 1)
+    return "\n".join(blocks)
+
+
 def fit_width(tex: str) -> str:
     """Wrap the tabular in a resizebox that shrinks it only when it is wider than the line."""
     return (tex.replace(r"\begin{tabular}",
@@ -165,14 +171,14 @@ def exp1_sparsity(df: pd.DataFrame, suite: str) -> str:
     d = df[(df.experiment == "retrain") & (df.split == "full") & (df.metric == "top1")
            & df.ticket.isin(["dense", "mask", "core", "union"])]
     if d.empty:
-        return empty_table(f"Experiment 1 ({suite} suite): accuracy vs sparsity.",
-                           "tab:exp1-sparsity", "This suite has no retraining results.")
+        return empty_table(f"Experiment 1 ({escape(suite)} suite): accuracy vs sparsity.",
+                           "tab:exp1", "This suite has no retraining results.")
     blocks = []
     for (model, dataset), g in d.groupby(["model", "dataset"]):
         parts = sorted(p for p in g.partition.unique() if p != "-") or ["-"]
         for p in parts:
             blocks.append(_exp1_block(g[g.partition.isin(["-", p])], suite, model, dataset, p))
-    return "\n".join(blocks)
+    return join_blocks(blocks, "tab:exp1")
 
 
 def _imp_val(imp: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +201,7 @@ def exp1_rounds(df: pd.DataFrame, imp: pd.DataFrame, suite: str) -> str:
            & (df.control == "ticket") & df.method.isin(IMP_METHODS)
            & df.ticket.isin(["mask", "core", "union"])]
     if d.empty:
-        return empty_table(f"Experiment 1 ({suite} suite): pruning rounds.", "tab:exp1-rounds",
+        return empty_table(f"Experiment 1 ({escape(suite)} suite): pruning rounds.", "tab:exp1rounds",
                            "This suite has no IMP-based tickets (LTH, COLT, DiLT).")
     d = d.merge(_imp_val(imp), how="left",
                 on=["method", "model", "dataset", "partition", "seed", "round"])
@@ -227,7 +233,7 @@ def exp1_rounds(df: pd.DataFrame, imp: pd.DataFrame, suite: str) -> str:
             table, caption, f"tab:exp1-rounds-{_label_id(model, dataset)}",
             [escape(c) for c in table.columns[:5]] + ["$s$", "top-1 retrained", "IMP val top-1"],
             ["Target", "$s$", "Top-1 (retrained)", "IMP val top-1"], notes, fmt="lllrrrrr"))
-    return "\n".join(blocks)
+    return join_blocks(blocks, "tab:exp1rounds")
 
 
 # ---------------------------------------------------------------- experiment 3
@@ -254,7 +260,7 @@ def exp3_specialists(df: pd.DataFrame, suite: str) -> str:
     parts = sorted(d[d.ticket.str.startswith("spec")].partition.unique())
     d = d[d.partition.isin(parts)]
     if d.empty:
-        return empty_table(f"Experiment 3 ({suite} suite): specialist tickets.", "tab:exp3",
+        return empty_table(f"Experiment 3 ({escape(suite)} suite): specialist tickets.", "tab:exp3",
                            "This suite has no DiLT specialist tickets.")
     blocks = []
     for (model, dataset, partition), g in d.groupby(["model", "dataset", "partition"]):
@@ -285,7 +291,7 @@ def exp3_specialists(df: pd.DataFrame, suite: str) -> str:
         blocks.append(latex_table(
             table, caption, f"tab:exp3-{_label_id(model, dataset, partition)}", header,
             ["Target", "$s$"] + splits, notes, fmt="llllrl" + "r" * len(splits)))
-    return "\n".join(blocks)
+    return join_blocks(blocks, "tab:exp3")
 
 
 # ---------------------------------------------------------------- experiment 4
@@ -294,7 +300,7 @@ def exp4_transfer(df: pd.DataFrame, suite: str) -> str:
     """Experiment 4: masks found on a source dataset, retrained from a new init on targets."""
     d = df[(df.experiment == "transfer") & (df.split == "full") & (df.metric == "top1")]
     if d.empty:
-        return empty_table(f"Experiment 4 ({suite} suite): mask transfer.", "tab:exp4",
+        return empty_table(f"Experiment 4 ({escape(suite)} suite): mask transfer.", "tab:exp4",
                            "This suite has no transfer results.")
     blocks = []
     for (model, source), g in d.groupby(["model", "source_dataset"]):
@@ -324,7 +330,7 @@ def exp4_transfer(df: pd.DataFrame, suite: str) -> str:
         header = ["Target", "Partition", "Ticket", "Control"] + ["$s$", "top-1"] * len(targets)
         blocks.append(latex_table(table, caption, f"tab:exp4-{_label_id(model, source)}", header,
                                   raw, notes, groups=[(escape(ds), 2) for ds in targets]))
-    return "\n".join(blocks)
+    return join_blocks(blocks, "tab:exp4")
 
 
 # ---------------------------------------------------------------- entry point

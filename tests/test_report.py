@@ -1,0 +1,231 @@
+"""Tests of the reporting layer on synthetic records: results.csv, tables, figures, findings,
+and the paper build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dilt.report import aggregate, figures, paper, tables
+
+MODELS = ["mlp", "vit_tiny"]
+SEEDS = [0, 1, 2]
+TARGETS = [0.9, 0.95]
+SM, DM = "source-matched", "density-matched"
+
+
+def _row(**kw) -> dict:
+    row = {"experiment": "retrain", "model": "mlp", "dataset": "digits", "source_dataset": "digits",
+           "partition": "-", "method": "dense", "ticket": "dense", "mode": "-",
+           "control": "ticket", "target_sparsity": 0.0, "actual_sparsity": 0.0, "round": 0,
+           "trainings": 1, "empty_layers": 0, "collapsed": False, "seed": 0, "split": "full",
+           "metric": "top1", "value": 0.9, "best_epoch": 5, "val_top1": 0.9}
+    row.update(kw)
+    return row
+
+
+def synthetic_records(union_minus_core: float = -0.05) -> list[dict]:
+    """Records of 2 models x 3 seeds; DiLT union is ``union_minus_core`` above core."""
+    rng = np.random.default_rng(0)
+    recs = []
+
+    def add(value, **kw):
+        recs.append(_row(value=float(np.clip(value + rng.normal(0, 0.005), 0, 1)), **kw))
+
+    for model in MODELS:
+        for seed in SEEDS:
+            base = dict(model=model, seed=seed)
+            add(0.95, **base)
+            for t in TARGETS:
+                r = int(np.ceil(np.log(1 - t) / np.log(0.8)))
+                ts = dict(base, target_sparsity=t, actual_sparsity=t, round=r)
+                for control, drop in (("ticket", 0.0), ("random", 0.2)):
+                    add(0.90 - drop, method="lth", ticket="mask", control=control, trainings=r, **ts)
+                    for part in ("contiguous2", "iid2"):
+                        p = dict(ts, partition=part, control=control, method="colt",
+                                 ticket="mask", trainings=2 * (r - 1), round=r - 1)
+                        add(0.88 - drop, **p)
+                        for mode in (SM, DM):
+                            d = dict(ts, partition=part, control=control, method="dilt", mode=mode,
+                                     trainings=2 * r)
+                            splits = ["full", "part1", "part2"] if part == "contiguous2" else ["full"]
+                            for split in splits:
+                                add(0.85 - drop, ticket="core", split=split,
+                                    **{**d, "actual_sparsity": t + 0.02})
+                                add(0.85 + union_minus_core - drop, ticket="union", split=split,
+                                    **{**d, "actual_sparsity": t - 0.02})
+                                for k in (1, 2):
+                                    on_own = split == f"part{k}"
+                                    coll = dict(empty_layers=1, collapsed=True) if (
+                                        k == 2 and t == 0.95) else {}
+                                    add((0.6 if on_own else 0.3) - drop, ticket=f"spec{k}",
+                                        split=split, **{**d, "actual_sparsity": 0.99, **coll})
+                    # transfer (exp 4)
+                    tr = dict(ts, experiment="transfer", dataset="stanford_cars",
+                              source_dataset="digits", control=control)
+                    add(0.5 - drop, method="lth", ticket="mask", trainings=r, **tr)
+                    for ticket, v in (("core", 0.55), ("union", 0.5), ("spec1", 0.4)):
+                        add(v - drop, method="dilt", ticket=ticket, partition="contiguous2",
+                            mode=SM, trainings=2 * r, **tr)
+            add(0.6, experiment="transfer", dataset="stanford_cars", source_dataset="digits",
+                **base)
+    return recs
+
+
+def synthetic_imp(model: str, method: str, seed: int, part) -> dict:
+    rounds = [{"round": r, "sparsity": 1 - 0.8 ** r, "val_top1": 0.95 - 0.01 * r,
+               "test_top1": 0.94 - 0.01 * r, "epochs": 5} for r in range(15)]
+    return {"method": method, "model": model, "dataset": "digits",
+            "partition": "-" if method == "lth" else "contiguous2", "seed": seed, "part": part,
+            "rounds": rounds}
+
+
+def write_suite(root: Path, union_minus_core: float = -0.05, suite: str = "toy_suite") -> Path:
+    """Write the records in a few records.json files (and IMP summaries) under root/results."""
+    res = root / "results" / suite
+    recs = synthetic_records(union_minus_core)
+    for i in range(0, len(recs), 100):
+        f = res / f"job{i // 100:03d}" / "records.json"
+        f.parent.mkdir(parents=True)
+        f.write_text(json.dumps({"records": recs[i:i + 100]}))
+    for model in MODELS:
+        for seed in SEEDS:
+            for method, parts in (("lth", [None]), ("colt", [None]), ("dilt", [1, 2])):
+                for part in parts:
+                    f = res / "imp" / f"{model}-{method}-{seed}-{part}" / "imp_summary.json"
+                    f.parent.mkdir(parents=True)
+                    f.write_text(json.dumps(synthetic_imp(model, method, seed, part)))
+    return res
+
+
+@pytest.fixture
+def suite_dir(tmp_path):
+    res = write_suite(tmp_path)
+    aggregate.write_results_csv(res, res / "results.csv")
+    return res
+
+
+def test_results_csv_one_row_per_record(suite_dir):
+    df = pd.read_csv(suite_dir / "results.csv")
+    assert len(df) == len(synthetic_records())
+    assert list(df.columns) == aggregate.COLUMNS
+    assert not df.duplicated(subset=aggregate.KEY).any()
+
+
+def test_malformed_row_names_file_and_key(tmp_path):
+    bad = _row()
+    del bad["value"]
+    f = tmp_path / "results" / "s" / "job" / "records.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps({"records": [_row(), bad]}))
+    with pytest.raises(ValueError, match=r"records\.json: record 1.*'value'") as e:
+        aggregate.collect(tmp_path / "results")
+    assert str(f) in str(e.value)
+
+
+def test_table_cell_is_numpy_mean_std(suite_dir, tmp_path):
+    out = tmp_path / "tables"
+    paths = tables.write_tables(suite_dir / "results.csv", suite_dir, out, "toy_suite")
+    assert {p.name for p in paths} == {"exp1_sparsity.tex", "exp1_rounds.tex",
+                                       "exp3_specialists.tex", "exp4_transfer.tex"}
+    df = pd.read_csv(suite_dir / "results.csv")
+    sel = df[(df.model == "mlp") & (df.method == "lth") & (df.control == "ticket")
+             & (df.experiment == "retrain") & (df.target_sparsity == 0.9)]
+    v = sel.value.to_numpy() * 100
+    assert len(v) == 3
+    cell = f"{v.mean():.1f} $\\pm$ {v.std(ddof=1):.1f}"
+    assert cell in (out / "exp1_sparsity.tex").read_text()
+    for p in paths:
+        text = p.read_text()
+        assert "vit\\_tiny" in text and "vit_tiny" not in text.replace("vit\\_tiny", "")
+    assert "contiguous2" in (out / "exp3_specialists.tex").read_text()
+    assert "stanford\\_cars" in (out / "exp4_transfer.tex").read_text()
+    assert "yes, 3/3 seeds" in (out / "exp3_specialists.tex").read_text()
+
+
+def test_empty_results_give_empty_tables(tmp_path):
+    csv = tmp_path / "results.csv"
+    aggregate.write_results_csv(tmp_path / "nothing", csv)
+    paths = tables.write_tables(csv, tmp_path / "nothing", tmp_path / "t", "empty")
+    for p in paths:
+        assert "\\emph{This suite has no" in p.read_text()
+
+
+def test_figures_pdf_and_png(suite_dir, tmp_path):
+    paths = figures.write_figures(suite_dir / "results.csv", suite_dir, tmp_path / "fig")
+    names = {p.name for p in paths}
+    for stem in ("acc_vs_sparsity", "acc_vs_rounds"):
+        assert {f"{stem}.pdf", f"{stem}.png"} <= names
+        assert (tmp_path / "fig" / f"{stem}.pdf").stat().st_size > 1000
+
+
+def _union_section(text: str) -> str:
+    return text.split("%% H1")[1].split("%% H2")[0]
+
+
+@pytest.mark.parametrize("gap, verdict", [(-0.05, "does not hold"), (0.05, "holds")])
+def test_findings_follow_the_data(tmp_path, gap, verdict):
+    res = write_suite(tmp_path, union_minus_core=gap)
+    aggregate.write_results_csv(res, res / "results.csv")
+    out = tmp_path / "findings.tex"
+    paper.write_findings(res / "results.csv", out)
+    section = _union_section(out.read_text())
+    assert verdict in section
+    if verdict == "holds":
+        assert "does not hold" not in section
+
+
+def _fake_inputs(root: Path, suite: str) -> None:
+    """Placeholders for the parts written by other stages (exp2 table, figures 1-3)."""
+    tdir, fdir = root / "tables" / suite, root / "figures" / suite
+    (tdir / "exp2_blocks.tex").write_text("\\begin{table}[t]\\centering\\caption{placeholder}"
+                                          "\\end{table}\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    for name in ("fig1_gw_heatmap", "fig2_layer_clusters", "fig3_block_analysis"):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.text(0.5, 0.5, name, ha="center")
+        fig.savefig(fdir / f"{name}.pdf")
+        fig.savefig(fdir / f"{name}.png")
+        plt.close(fig)
+
+
+def _build_inputs(root: Path, suite: str) -> None:
+    res = write_suite(root, suite=suite)
+    aggregate.write_results_csv(res, res / "results.csv")
+    tables.write_tables(res / "results.csv", res, root / "tables" / suite, suite)
+    figures.write_figures(res / "results.csv", res, root / "figures" / suite)
+    _fake_inputs(root, suite)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "paper", root / "paper",
+                    ignore=shutil.ignore_patterns("*.pdf", "*.aux", "*.log"),
+                    dirs_exist_ok=True)
+
+
+def test_missing_input_is_named(tmp_path):
+    _build_inputs(tmp_path, "toy_suite")
+    (tmp_path / "figures" / "toy_suite" / "fig2_layer_clusters.pdf").unlink()
+    with pytest.raises(FileNotFoundError, match="fig2_layer_clusters.pdf"):
+        paper.build_paper("toy_suite", root=tmp_path)
+
+
+def test_no_latexmk_skips_pdf(tmp_path, monkeypatch, capsys):
+    _build_inputs(tmp_path, "toy_suite")
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    assert paper.build_paper("toy_suite", root=tmp_path) is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "latexmk" in out[0] and "apt-get install" in out[0]
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk not installed")
+def test_paper_compiles(tmp_path):
+    _build_inputs(tmp_path, "toy_suite")
+    pdf = paper.build_paper("toy_suite", root=tmp_path)
+    assert pdf is not None and pdf.exists() and pdf.stat().st_size > 10000
+    assert pdf == tmp_path / "paper" / "toy_suite" / "main.pdf"
