@@ -1,0 +1,305 @@
+"""The real-data loaders on tiny fixtures written in each data set's exact on-disk format."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io as sio
+import torch
+from PIL import Image
+
+from dilt.data import dataset_names, load_dataset
+from dilt.data.imagefolders import FileImages, load_pickle
+
+SIZE = 32
+RNG = np.random.default_rng(0)
+
+
+def _image(path: Path, w: int = 40, h: int = 30) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = RNG.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, format="JPEG" if path.suffix.lower() in (".jpg", ".jpeg")
+                              else None)
+
+
+def _paths(ds) -> list[str]:
+    """File paths behind a Subset of FileImages."""
+    return [str(ds.dataset.paths[i]) for i in ds.indices]
+
+
+def _check_bundle(b, *, num_classes: int, train_labels: list[int], test_labels: list[int],
+                  val_fraction: float):
+    assert b.num_classes == num_classes
+    assert len(b.class_names) == num_classes
+    assert b.input_shape == (3, SIZE, SIZE)
+    # train and val are disjoint views over the official training set and together cover it
+    tr, va = set(b.train.indices), set(b.val.indices)
+    assert not tr & va
+    assert tr | va == set(range(len(train_labels)))
+    assert len(b.train.dataset) == len(b.val.dataset) == len(train_labels)
+    # labels follow the indices; class counts of train+val equal the official counts
+    assert list(b.train_targets) == [train_labels[i] for i in b.train.indices]
+    assert list(b.val_targets) == [train_labels[i] for i in b.val.indices]
+    assert Counter(b.train_targets) + Counter(b.val_targets) == Counter(train_labels)
+    # stratified: every class keeps round(fraction * count) images in val
+    for c, n in Counter(train_labels).items():
+        assert int((b.val_targets == c).sum()) == int(round(val_fraction * n))
+    assert list(b.test_targets) == list(test_labels)
+    # items: (normalised float tensor, int label) at the requested size
+    for split in ("train", "val", "test"):
+        ds, targets = b.split(split)
+        x, y = ds[0]
+        assert isinstance(x, torch.Tensor) and x.shape == (3, SIZE, SIZE) and x.dtype == torch.float32
+        assert isinstance(y, int) and y == targets[0]
+    # the validation part is not augmented: the eval transform is deterministic
+    assert b.val.dataset is not b.train.dataset
+    x1, _ = b.val[0]
+    x2, _ = b.val[0]
+    assert torch.equal(x1, x2)
+    t1, _ = b.test[0]
+    assert torch.equal(t1, b.test[0][0])
+
+
+# --- ImageNet ----------------------------------------------------------------------------------
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+
+
+def _imagenet(root: Path, n_train=(5, 5, 5), n_val=2) -> tuple[list[int], list[int]]:
+    base = root / "imagenet"
+    train, test = [], []
+    for c, (wnid, n) in enumerate(zip(WNIDS, n_train)):
+        for i in range(n):
+            _image(base / "train" / wnid / f"{wnid}_{i}.JPEG", 40 + i, 30)
+            train.append(c)
+        for i in range(n_val):
+            _image(base / "val" / wnid / f"ILSVRC2012_val_{c * 10 + i:08d}.JPEG")
+            test.append(c)
+    (base / "LOC_synset_mapping.txt").write_text(
+        "n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\n"
+        "n01484850 great white shark, white shark\n")
+    return train, test
+
+
+def test_imagenet(tmp_path):
+    train, test = _imagenet(tmp_path, n_train=(5, 4, 6))
+    b = load_dataset("imagenet", root=tmp_path, seed=0, val_fraction=0.4, image_size=SIZE)
+    _check_bundle(b, num_classes=3, train_labels=train, test_labels=test, val_fraction=0.4)
+    assert b.class_names == ["tench", "goldfish", "great white shark"]
+    paths = _paths(b.train) + _paths(b.val)
+    assert sorted(paths) == sorted(str(p) for p in (tmp_path / "imagenet/train").rglob("*.JPEG"))
+    assert all(Path(p).parent.name == WNIDS[y] for p, y in
+               zip(_paths(b.val), b.val_targets))
+    # the split is deterministic per seed and changes with it
+    again = load_dataset("imagenet", root=tmp_path, seed=0, val_fraction=0.4, image_size=SIZE)
+    other = load_dataset("imagenet", root=tmp_path, seed=1, val_fraction=0.4, image_size=SIZE)
+    assert list(again.val.indices) == list(b.val.indices)
+    assert list(other.val.indices) != list(b.val.indices)
+
+
+def test_imagenet_without_mapping_and_no_augment(tmp_path):
+    train, test = _imagenet(tmp_path)
+    (tmp_path / "imagenet" / "LOC_synset_mapping.txt").unlink()
+    b = load_dataset("imagenet", root=tmp_path, seed=0, val_fraction=0.2, image_size=SIZE,
+                     augment=False)
+    assert b.class_names == WNIDS
+    assert torch.equal(b.train[0][0], b.train[0][0])  # eval transform on train too
+
+
+def test_imagenet_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"imagenet.*not found.*imagenet/\{train,val\}"):
+        load_dataset("imagenet", root=tmp_path, image_size=SIZE)
+    _imagenet(tmp_path)
+    for p in (tmp_path / "imagenet" / "val").rglob("*.JPEG"):
+        p.unlink()
+    for d in (tmp_path / "imagenet" / "val").iterdir():
+        d.rmdir()
+    with pytest.raises(FileNotFoundError, match="no class folders"):
+        load_dataset("imagenet", root=tmp_path, image_size=SIZE)
+
+
+# --- CIFAR-100 ---------------------------------------------------------------------------------
+
+CIFAR_NAMES = ["apple", "aquarium_fish", "baby", "bear"]
+
+
+def _cifar(root: Path, per_class=5, per_class_test=2) -> tuple[list[int], list[int]]:
+    base = root / "cifar100" / "cifar-100-python"
+    base.mkdir(parents=True)
+
+    def split(n):
+        labels = [c for c in range(len(CIFAR_NAMES)) for _ in range(n)]
+        RNG.shuffle(labels)
+        data = RNG.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        return [int(v) for v in labels], data
+
+    train_y, train_x = split(per_class)
+    test_y, test_x = split(per_class_test)
+    # the official files are Python 2 pickles with byte-string keys; write the train file with
+    # bytes keys (protocol 2, as the original) and the test file with str keys: both must load
+    # numpy < 2 (which wrote the official files) names numpy.core, not numpy._core
+    raw = pickle.dumps({b"filenames": [f"f{i}.png".encode() for i in range(len(train_y))],
+                        b"batch_label": b"training batch 1 of 1", b"fine_labels": train_y,
+                        b"coarse_labels": [0] * len(train_y), b"data": train_x}, protocol=2)
+    (base / "train").write_bytes(raw.replace(b"numpy._core.multiarray\n",
+                                             b"numpy.core.multiarray\n"))
+    with open(base / "test", "wb") as fh:
+        pickle.dump({"filenames": [f"t{i}.png" for i in range(len(test_y))],
+                     "batch_label": "testing batch 1 of 1", "fine_labels": test_y,
+                     "coarse_labels": [0] * len(test_y), "data": test_x}, fh)
+    with open(base / "meta", "wb") as fh:
+        pickle.dump({b"fine_label_names": [n.encode() for n in CIFAR_NAMES],
+                     b"coarse_label_names": [b"fruit_and_vegetables"]}, fh, protocol=2)
+    return train_y, test_y, train_x
+
+
+def test_cifar100(tmp_path):
+    train, test, train_x = _cifar(tmp_path)
+    b = load_dataset("cifar100", root=tmp_path, seed=0, val_fraction=0.4, image_size=SIZE)
+    _check_bundle(b, num_classes=4, train_labels=train, test_labels=test, val_fraction=0.4)
+    assert b.class_names == CIFAR_NAMES
+    # pixels: row-major CHW rows -> HWC images, unchanged
+    images = b.train.dataset.images
+    assert images.shape == (len(train), 32, 32, 3)
+    assert np.array_equal(images[3], train_x[3].reshape(3, 32, 32).transpose(1, 2, 0))
+
+
+def test_cifar100_refuses_code_in_pickles(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    path = tmp_path / "evil"
+    path.write_bytes(pickle.dumps({"data": Evil()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="posix.getcwd|os.getcwd|nt.getcwd"):
+        load_pickle(path)
+
+
+def test_cifar100_missing(tmp_path):
+    _cifar(tmp_path)
+    (tmp_path / "cifar100" / "cifar-100-python" / "meta").unlink()
+    with pytest.raises(FileNotFoundError, match=r"cifar-100-python/meta not found"):
+        load_dataset("cifar100", root=tmp_path, image_size=SIZE)
+
+
+# --- Stanford Cars -----------------------------------------------------------------------------
+
+CAR_NAMES = ["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"]
+
+
+def _annotations(fnames: list[str], labels: list[int]) -> np.ndarray:
+    dt = [("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"),
+          ("class", "O"), ("fname", "O")]
+    rec = np.zeros((1, len(fnames)), dtype=dt)
+    for i, (f, y) in enumerate(zip(fnames, labels)):
+        rec[0, i] = (np.uint8(1), np.uint8(1), np.uint8(30), np.uint8(20), np.uint8(y + 1), f)
+    return rec
+
+
+def _cars(root: Path, per_class=4, per_class_test=2) -> tuple[list[int], list[int]]:
+    base = root / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    train = [c for c in range(3) for _ in range(per_class)]
+    test = [c for c in range(3) for _ in range(per_class_test)]
+    RNG.shuffle(train)
+    RNG.shuffle(test)
+    tr_names = [f"{i + 1:05d}.jpg" for i in range(len(train))]
+    te_names = [f"{i + 1:05d}.jpg" for i in range(len(test))]
+    for i, f in enumerate(tr_names):
+        _image(base / "cars_train" / f, 50 + i, 35)
+    for f in te_names:
+        _image(base / "cars_test" / f, 45, 40)
+    sio.savemat(base / "devkit" / "cars_meta.mat",
+                {"class_names": np.array(CAR_NAMES, dtype=object).reshape(1, -1)})
+    sio.savemat(base / "devkit" / "cars_train_annos.mat",
+                {"annotations": _annotations(tr_names, train)})
+    sio.savemat(base / "cars_test_annos_withlabels.mat",
+                {"annotations": _annotations(te_names, test)})
+    return train, test
+
+
+def test_stanford_cars(tmp_path):
+    from torchvision.datasets import StanfordCars
+
+    train, test = _cars(tmp_path)
+    b = load_dataset("stanford_cars", root=tmp_path, seed=3, val_fraction=0.25, image_size=SIZE)
+    _check_bundle(b, num_classes=3, train_labels=train, test_labels=test, val_fraction=0.25)
+    assert b.class_names == CAR_NAMES
+    # the fixture is in torchvision's layout, and both read the same samples
+    for split, ds in (("train", b.train.dataset), ("test", b.test)):
+        tv = StanfordCars(tmp_path, split=split, download=False)
+        assert [(str(p), y) for p, y in tv._samples] == \
+            [(str(p), int(y)) for p, y in zip(ds.paths, ds.targets)]
+        assert tv.classes == CAR_NAMES
+
+
+def test_stanford_cars_missing(tmp_path):
+    _cars(tmp_path)
+    (tmp_path / "stanford_cars" / "cars_test_annos_withlabels.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"cars_test_annos_withlabels\.mat not found"):
+        load_dataset("stanford_cars", root=tmp_path, image_size=SIZE)
+
+
+# --- CUB-200-2011 ------------------------------------------------------------------------------
+
+CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross",
+               "004.Groove_billed_Ani"]
+
+
+def _cub(root: Path, per_class=5) -> tuple[list[int], list[int]]:
+    base = root / "cub200" / "CUB_200_2011"
+    images, labels, split = [], [], []
+    train, test = [], []
+    image_id = 0
+    for c, cls in enumerate(CUB_CLASSES):
+        for i in range(per_class):
+            image_id += 1
+            rel = f"{cls}/{cls.split('.')[1]}_{i:04d}_{image_id}.jpg"
+            _image(base / "images" / rel, 30 + i, 40)
+            is_train = int(i % 2 == 0 or i == 1)  # 4 train, 1 test per class
+            images.append(f"{image_id} {rel}")
+            labels.append(f"{image_id} {c + 1}")
+            split.append(f"{image_id} {is_train}")
+            (train if is_train else test).append(c)
+    (base / "images.txt").write_text("\n".join(images) + "\n")
+    (base / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    (base / "train_test_split.txt").write_text("\n".join(split) + "\n")
+    (base / "classes.txt").write_text(
+        "\n".join(f"{i + 1} {c}" for i, c in enumerate(CUB_CLASSES)) + "\n")
+    return train, test
+
+
+def test_cub200(tmp_path):
+    train, test = _cub(tmp_path)
+    b = load_dataset("cub200", root=tmp_path, seed=0, val_fraction=0.25, image_size=SIZE)
+    _check_bundle(b, num_classes=4, train_labels=train, test_labels=test, val_fraction=0.25)
+    assert b.class_names == [c.split(".", 1)[1] for c in CUB_CLASSES]
+    # every image's folder is its class
+    for ds, targets in ((b.train.dataset, b.train.dataset.targets), (b.test, b.test_targets)):
+        assert isinstance(ds, FileImages)
+        assert [Path(p).parent.name for p in ds.paths] == [CUB_CLASSES[y] for y in targets]
+    assert len(b.test) == 4 and Counter(b.test_targets) == Counter(range(4))
+
+
+def test_cub200_missing(tmp_path):
+    _cub(tmp_path)
+    (tmp_path / "cub200" / "CUB_200_2011" / "train_test_split.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"train_test_split\.txt not found"):
+        load_dataset("cub200", root=tmp_path, image_size=SIZE)
+
+
+def test_registered():
+    assert {"imagenet", "cifar100", "stanford_cars", "cub200"} <= set(dataset_names())
+
+
+def test_errors_are_one_line(tmp_path):
+    for name in ("imagenet", "cifar100", "stanford_cars", "cub200"):
+        with pytest.raises(FileNotFoundError) as info:
+            load_dataset(name, root=tmp_path / "nowhere", image_size=SIZE)
+        msg = str(info.value)
+        assert "\n" not in msg and str(tmp_path / "nowhere" / name) in msg
