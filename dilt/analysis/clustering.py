@@ -2,7 +2,8 @@
 
 The GW values are turned into distances with a square root (GW with square loss scales like a
 squared distance), into affinities by local scaling (Zelnik-Manor and Perona, 2004: each node's
-bandwidth is its distance to its k-th nearest neighbour), and clustered with scikit-learn's
+bandwidth is its distance to its k-th nearest neighbour; k = 5 by default, below the 7 of the
+paper because the joint graph has only 2L nodes and blocks of a few layers), and clustered with scikit-learn's
 ``SpectralClustering(affinity="precomputed", assign_labels="cluster_qr")``. The number of
 clusters is the largest eigengap of the normalised Laplacian when ``k="auto"``. Clusters are
 renumbered by depth: cluster 0 holds the shallowest layers on average.
@@ -16,7 +17,7 @@ from sklearn.cluster import SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
 
-def local_scaling_affinity(dist: np.ndarray, k_nn: int = 7) -> np.ndarray:
+def local_scaling_affinity(dist: np.ndarray, k_nn: int = 5) -> np.ndarray:
     """A_ij = exp(-d_ij^2 / (sigma_i sigma_j)) with sigma_i the distance from i to its
     ``k_nn``-th nearest neighbour (capped at n-1); symmetric, zero diagonal."""
     d = np.asarray(dist, dtype=np.float64)
@@ -57,7 +58,7 @@ def renumber_by_depth(labels: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return np.array([mapping[c] for c in labels], dtype=int)
 
 
-def cluster_layers(gw: np.ndarray, depth, k="auto", *, k_max: int = 10, k_nn: int = 7,
+def cluster_layers(gw: np.ndarray, depth, k="auto", *, k_max: int = 10, k_nn: int = 5,
                    seed: int = 0) -> dict:
     """Cluster the nodes of a GW matrix (e.g. the 2L x 2L joint matrix).
 
