@@ -75,19 +75,32 @@ def _where(model, dataset, partition=None, mode=None, target=None) -> str:
     return ", ".join(parts)
 
 
-def _summary(name: str, results: list[tuple[str, str]], empty: str) -> list[str]:
-    """A heading, a count of comparisons that hold, and one item per comparison."""
+def _tag(partition: str = "-", mode: str = "-") -> str:
+    """The subgroup a comparison is counted in: partition kind (and mode, if any)."""
+    kind = ("full data" if partition == "-" else
+            "sibling control" if partition.startswith("iid") else "class-disjoint")
+    return f"{kind}, {MODE_ABBR.get(mode, mode)}" if mode != "-" else kind
+
+
+def _summary(name: str, results: list[tuple[str, str, str]], empty: str,
+             note: str = "") -> list[str]:
+    """A heading, counts of comparisons that hold (overall and per subgroup), one item each."""
     lines = [f"\\paragraph{{{name}}}"]
     if not results:
         return lines + [f"Not tested on this suite: {empty}", ""]
-    n_hold = sum(v.startswith("holds") for v, _ in results)
-    overall = ("holds in every comparison" if n_hold == len(results) else
+    main = [r for r in results if "sibling control" not in r[2]] or results
+    n_hold = sum(v.startswith("holds") for v, _, _ in main)
+    overall = ("holds in every comparison" if n_hold == len(main) else
                "does not hold in any comparison" if n_hold == 0 else
                "holds in some comparisons and does not hold in others")
-    lines.append(f"On this suite the prediction {overall}: it holds in {n_hold} of "
-                 f"{len(results)} comparisons.")
-    lines += ["\\begin{itemize}"] + [f"\\item {s}" for _, s in results] + ["\\end{itemize}", ""]
-    return lines
+    scope = "" if main is results else " (sibling control excluded)"
+    counts = pd.Series([t for _, _, t in results]).value_counts(sort=False)
+    held = pd.Series([t for v, _, t in results if v.startswith("holds")], dtype=object)
+    per = "; ".join(f"{escape(t)}: {int((held == t).sum())} of {n}" for t, n in counts.items())
+    lines.append(f"On this suite{scope} the prediction {overall}: it holds in {n_hold} of "
+                 f"{len(main)} comparisons (by subgroup: {per}). {note}".rstrip())
+    lines += ["\\begin{itemize}"] + [f"\\item {s}" for _, s, _ in results]
+    return lines + ["\\end{itemize}", ""]
 
 
 def _sel(df, **kw) -> pd.DataFrame:
@@ -99,7 +112,7 @@ def _sel(df, **kw) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- hypotheses
 
-def union_vs_core(df: pd.DataFrame) -> list[tuple[str, str]]:
+def union_vs_core(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """H1: the union ticket beats the core ticket on T_full."""
     d = _sel(df, experiment="retrain", split="full", metric="top1", method="dilt", control="ticket")
     out = []
@@ -111,11 +124,12 @@ def union_vs_core(df: pd.DataFrame) -> list[tuple[str, str]]:
         v, dd, sd = verdict(u.value, c.value)
         out.append((v, f"{_where(model, ds, part, mode, t)}: union {_acc(u.value)} "
                        f"(sparsity {u.actual_sparsity.mean():.3f}) vs core {_acc(c.value)} "
-                       f"(sparsity {c.actual_sparsity.mean():.3f}), {_pp(dd, sd)}: {v}."))
+                       f"(sparsity {c.actual_sparsity.mean():.3f}), {_pp(dd, sd)}: {v}.",
+                    _tag(part, mode)))
     return out
 
 
-def ticket_vs_random(df: pd.DataFrame) -> list[tuple[str, str]]:
+def ticket_vs_random(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """H2: every ticket beats its random control (same per-layer densities) on T_full."""
     d = _sel(df, experiment="retrain", split="full", metric="top1")
     keys = ["model", "dataset", "partition", "method", "ticket", "mode", "target_sparsity"]
@@ -127,7 +141,8 @@ def ticket_vs_random(df: pd.DataFrame) -> list[tuple[str, str]]:
         model, ds, part, method, ticket, mode, t = key
         v, dd, sd = verdict(a.value, b.value)
         out.append((v, f"{_where(model, ds, part, None, t)}, {escape(ticket_label(method, ticket, mode))}: "
-                       f"ticket {_acc(a.value)} vs random {_acc(b.value)}, {_pp(dd, sd)}: {v}."))
+                       f"ticket {_acc(a.value)} vs random {_acc(b.value)}, {_pp(dd, sd)}: {v}.",
+                    _tag(part, mode)))
     return out
 
 
@@ -135,7 +150,7 @@ def _per_seed(g: pd.DataFrame, splits) -> pd.Series:
     return g[g.split.isin(splits)].groupby("seed").value.mean()
 
 
-def specialist_on_own_classes(df: pd.DataFrame) -> list[tuple[str, str]]:
+def specialist_on_own_classes(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """H3: spec_k is more accurate on T_k than on the other partitions' classes."""
     d = _sel(df, experiment="retrain", metric="top1", method="dilt", control="ticket")
     d = d[d.split.str.startswith("part")]
@@ -162,11 +177,11 @@ def specialist_on_own_classes(df: pd.DataFrame) -> list[tuple[str, str]]:
             if n_coll:
                 text += (f" The ticket has an empty layer (collapsed) in {n_coll} of "
                          f"{s.seed.nunique()} seeds.")
-            out.append((v, text))
+            out.append((v, text, _tag(part, mode)))
     return out
 
 
-def core_transfers_better(df: pd.DataFrame) -> list[tuple[str, str]]:
+def core_transfers_better(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """H4: the core ticket transfers better than the union and the LTH ticket."""
     d = _sel(df, experiment="transfer", split="full", metric="top1", control="ticket")
     out = []
@@ -185,11 +200,12 @@ def core_transfers_better(df: pd.DataFrame) -> list[tuple[str, str]]:
                 out.append((v, f"{escape(model)}, masks from {escape(src)} "
                                f"(partition {escape(part)}, {MODE_ABBR.get(mode, escape(mode))}) "
                                f"trained on {escape(ds)}, target {pct(t)}: core {_acc(c.value)} "
-                               f"vs {name} {_acc(other.value)}, {_pp(dd, sd)}: {v}."))
+                               f"vs {name} {_acc(other.value)}, {_pp(dd, sd)}: {v}.",
+                            f"core vs {name}" + (", sibling control" if part.startswith("iid") else "")))
     return out
 
 
-def colt_fewer_rounds(df: pd.DataFrame) -> list[tuple[str, str]]:
+def colt_fewer_rounds(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     """H0: COLT reaches each target sparsity in fewer IMP rounds than LTH."""
     d = _sel(df, experiment="retrain", split="full", metric="top1", control="ticket")
     out = []
@@ -202,7 +218,7 @@ def colt_fewer_rounds(df: pd.DataFrame) -> list[tuple[str, str]]:
             v = "holds" if rc < rl else "does not hold"
             out.append((v, f"{_where(model, ds, part, None, t)}: COLT {rc:.1f} rounds "
                            f"({c.trainings.mean():.0f} trainings) vs LTH {rl:.1f} rounds "
-                           f"({lth.trainings.mean():.0f} trainings): {v}."))
+                           f"({lth.trainings.mean():.0f} trainings): {v}.", _tag(part)))
     return out
 
 
@@ -215,9 +231,11 @@ def findings_text(df: pd.DataFrame) -> str:
              f"{n_seeds} seed{'s' if n_seeds != 1 else ''}). {CRITERION}", ""]
     sections = [
         ("H0", "H0: COLT needs fewer IMP rounds than LTH.", colt_fewer_rounds(df),
-         "no COLT and LTH results."),
+         "no COLT and LTH results.", "Each COLT round costs $N$ trainings, one per partition."),
         ("H1", "H1: the union ticket is more accurate than the core ticket on $T_\\mathrm{full}$.",
-         union_vs_core(df), "no DiLT core and union results."),
+         union_vs_core(df), "no DiLT core and union results.",
+         "In SM mode the union keeps more weights than the core (see the sparsities); DM "
+         "compares them at nearly equal density."),
         ("H2", "H2: tickets are more accurate than random masks with the same per-layer densities.",
          ticket_vs_random(df), "no random-control results."),
         ("H3", "H3: a specialist ticket $m_{\\mathrm{spec}_k}$ is more accurate on its own "
@@ -226,12 +244,13 @@ def findings_text(df: pd.DataFrame) -> str:
         ("H4", "H4: the core ticket transfers better than the union and the LTH ticket.",
          core_transfers_better(df), "no transfer results."),
     ]
-    for tag, name, results, empty in sections:
+    for tag, name, results, empty, *note in sections:
         lines.append(f"%% {tag}")
-        lines += _summary(name, results, empty)
+        lines += _summary(name, results, empty, *note)
     if "iid2" in set(df.partition):
         lines.append("Partition iid2 splits samples, not classes: every part sees all classes. "
-                     "Its comparisons are the sibling control for the class-disjoint partitions.")
+                     "Its comparisons are the sibling control for the class-disjoint partitions and are "
+                     "counted separately.")
     return "\n".join(lines) + "\n"
 
 
