@@ -255,7 +255,8 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
 # -- functional analysis (experiment 2) -----------------------------------------------------
 def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dirs: list[str],
             theta0: str, out: str) -> None:
-    from dilt.analysis import probe_indices, run_analysis
+    from dilt.analysis import run_analysis
+    from dilt.analysis.features import probe_indices
 
     cfg = dict(suite.spec.get("analysis", {}))
     bundle = load_data(suite, dataset, seed)

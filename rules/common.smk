@@ -32,7 +32,7 @@ wildcard_constraints:
     target="[A-Za-z0-9_]+",
     seed=r"\d+",
     k=r"\d+",
-    tag="[a-z]+[0-9]+",
+    tag="full|[a-z]+[0-9]+",
 
 
 def res(stage):

@@ -15,12 +15,12 @@ rule retrain:
     input:
         theta0=RUN + "/theta0.safetensors",
         source=retrain_source,
-    output: RUN + "/{tag}/{source}/retrain/records.json"
+    output: RUN + "/{tag}/{source,dense|lth|colt|tickets}/retrain/records.json"
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/retrain_{source}.jsonl"
-    wildcard_constraints: source="dense|lth|colt|tickets"
     resources: **res("retrain")
     threads: 1
-    params: src=lambda wc, input: "dense" if wc.source == "dense" else os.path.dirname(input.source[0])
+    params:
+        src=lambda wc, input: "dense" if wc.source == "dense" else os.path.dirname(input.source[0]),
     shell: "{DILT} retrain {ARGS} --partition {wildcards.tag} --source {params.src} "
            "--model {wildcards.model} --dataset {wildcards.dataset} --seed {wildcards.seed} "
            "--theta0 {input.theta0} --out {output} --log {log} --threads {threads} 2> {log}.err"
@@ -44,8 +44,9 @@ rule transfer:
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/transfer_{target}.jsonl"
     resources: **res("transfer")
     threads: 1
-    params: src=lambda wc, input: " ".join((["dense"] if wc.tag == "full" else [])
-                                           + [os.path.dirname(p) for p in input])
+    params:
+        src=lambda wc, input: " ".join((["dense"] if wc.tag == "full" else [])
+                                       + [os.path.dirname(p) for p in input]),
     shell: "{DILT} transfer {ARGS} --partition {wildcards.tag} --target {wildcards.target} "
            "--sources {params.src} --model {wildcards.model} --dataset {wildcards.dataset} "
            "--seed {wildcards.seed} --out {output} --log {log} --threads {threads} 2> {log}.err"
@@ -59,7 +60,8 @@ rule analyze:
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/analyze.log"
     resources: **res("analyze")
     threads: S.get("analysis", {}).get("n_jobs", 1)
-    params: runs=lambda wc, input: " ".join(os.path.dirname(p) for p in input.runs)
+    params:
+        runs=lambda wc, input: " ".join(os.path.dirname(p) for p in input.runs),
     shell: "{DILT} analyze {ARGS} --partition {wildcards.tag} --runs {params.runs} "
            "--model {wildcards.model} --dataset {wildcards.dataset} --seed {wildcards.seed} "
            "--theta0 {input.theta0} --out {output} --threads {threads} > {log} 2>&1"

@@ -52,7 +52,8 @@ rule tickets:
     output: RUN + "/{tag}/tickets/manifest.json"
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/tickets.log"
     resources: **res("tickets")
-    params: runs=lambda wc, input: " ".join(os.path.dirname(p) for p in input)
+    params:
+        runs=lambda wc, input: " ".join(os.path.dirname(p) for p in input),
     shell: "{DILT} tickets {ARGS} --partition {wildcards.tag} --model {wildcards.model} "
            "--dataset {wildcards.dataset} --seed {wildcards.seed} --runs {params.runs} "
            "--out-dir $(dirname {output}) > {log} 2>&1"

@@ -1,0 +1,88 @@
+"""IMP: the schedule, exact target sparsities, COLT's shared masks vs DiLT's independent ones."""
+
+import pytest
+import torch
+
+from dilt import jobs
+from dilt.masks import Mask
+from dilt.models import build_model, prunable_names
+from dilt.prune.imp import all_masks
+from dilt.prune.magnitude import consensus_prune, keep_count, magnitude_prune, schedule
+
+
+def test_schedule_hits_every_target_exactly():
+    s = schedule([0.9, 0.95, 0.98], 0.5)
+    assert s == [0.5, 0.75, 0.875, 0.9, 0.95, 0.975, 0.98]
+    s = schedule([0.5, 0.7, 0.9], 0.2)
+    for t in (0.5, 0.7, 0.9):
+        assert t in s
+    assert all(b > a for a, b in zip(s, s[1:]))
+    with pytest.raises(ValueError, match="rate"):
+        schedule([0.9], 1.5)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return build_model("cnn", 10, (1, 8, 8))
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.98, 0.9731])
+def test_magnitude_prune_exact_count_and_nested(target):
+    net = _net()
+    names = prunable_names(net)
+    dense = Mask.ones(net, names)
+    m = magnitude_prune(net, dense, target)
+    assert m.kept == keep_count(m.numel, target)
+    assert abs(m.sparsity - target) <= 1 / m.numel
+    # the kept weights are the largest in magnitude, globally
+    params = dict(net.named_parameters())
+    kept = torch.cat([params[n].detach().abs()[m[n]] for n in names])
+    pruned = torch.cat([params[n].detach().abs()[~m[n]] for n in names])
+    assert kept.min() >= pruned.max()
+    m2 = magnitude_prune(net, m, min(0.99, target + 0.01))
+    assert m2 <= m
+
+
+def test_consensus_prune_is_an_intersection_cut_at_the_target():
+    a, b = _net(1), _net(2)
+    names = prunable_names(a)
+    dense = Mask.ones(a, names)
+    free = consensus_prune([a, b], dense, 0.5, next_target=0.99)
+    ma, mb = magnitude_prune(a, dense, 0.5), magnitude_prune(b, dense, 0.5)
+    assert free == (ma & mb)                         # no target crossed: the plain intersection
+    cut = consensus_prune([a, b], dense, 0.5, next_target=0.6)
+    assert cut.kept == keep_count(cut.numel, 0.6)     # crossing: exactly on the target
+    assert (ma & mb) <= cut
+
+
+def test_dilt_masks_differ_and_colt_masks_are_shared(tiny_suite, tmp_path):
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(tiny_suite, "mlp", "digits", 0, str(theta0))
+    runs = []
+    for k in (1, 2):
+        d = tmp_path / f"dilt_p{k}"
+        jobs.imp(tiny_suite, "mlp", "digits", 0, "dilt", "contiguous2", k, str(theta0), str(d))
+        runs.append(all_masks(d))
+    colt_dir = tmp_path / "colt"
+    summary = jobs.imp(tiny_suite, "mlp", "digits", 0, "colt", "contiguous2", None, str(theta0), str(colt_dir))
+    # every target sparsity is hit exactly, by DiLT's partition masks and by COLT's
+    for masks in (*runs, all_masks(colt_dir)):
+        for t in (0.5, 0.8):
+            assert any(m.kept == keep_count(m.numel, t) for m in masks)
+    # DiLT: the two independent runs find different masks at the same sparsity
+    for r in range(1, len(runs[0])):
+        assert runs[0][r].sparsity == runs[1][r].sparsity
+        assert runs[0][r] != runs[1][r]
+    # COLT: one mask per round, trained by both partition models; both models really trained on
+    # different data (their trained weights differ) under that same mask
+    from dilt.models.state import load_state
+
+    for r in range(summary["final_round"] + 1):
+        mask = Mask.load(colt_dir / f"mask_r{r}.safetensors")
+        w1 = load_state(colt_dir / f"weights_r{r}_p1.safetensors")[0]
+        w2 = load_state(colt_dir / f"weights_r{r}_p2.safetensors")[0]
+        for name in mask:
+            assert torch.all(w1[name][~mask[name]] == 0) and torch.all(w2[name][~mask[name]] == 0)
+        assert not torch.equal(w1["hidden.1.weight"], w2["hidden.1.weight"])
+    # COLT's intersection reaches the top target in no more rounds than IMP
+    assert summary["final_round"] <= len(runs[0]) - 1

@@ -1,0 +1,99 @@
+"""The training loop: masks stay applied, runs are deterministic, a killed run resumes exactly."""
+
+import pytest
+import torch
+
+from dilt import jobs
+from dilt.data import load_dataset
+from dilt.masks import Mask
+from dilt.models import build_model, prunable_names
+from dilt.prune.imp import all_masks
+from dilt.prune.magnitude import magnitude_prune
+from dilt.train import Recipe, Split, train
+
+RECIPE = Recipe(epochs=4, batch_size=128, lr=0.05)
+
+
+def _setup():
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    net = build_model("cnn", 10, data.input_shape)
+    mask = magnitude_prune(net, Mask.ones(net, prunable_names(net)), 0.5)
+    return data, net, mask
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def test_mask_stays_applied_and_model_learns():
+    data, net, mask = _setup()
+    res = train(net, Split(data.train), Split(data.val), RECIPE, mask=mask, seed=0)
+    params = dict(net.named_parameters())
+    for name, m in mask.items():
+        assert torch.all(params[name][~m] == 0)
+    assert res.best_val_top1 > 0.5  # far above chance (0.1) after 4 epochs
+    assert res.best_val_top1 == max(h["val_top1"] for h in res.history)
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    data, net, mask = _setup()
+    ref = build_model("cnn", 10, data.input_shape)
+    ref.load_state_dict(net.state_dict())
+    train(ref, Split(data.train), Split(data.val), RECIPE, mask=mask, seed=3)
+
+    def kill(epoch, model):
+        if epoch == 1:
+            raise Killed
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Killed):
+        train(net, Split(data.train), Split(data.val), RECIPE, mask=mask, seed=3, checkpoint=ckpt, on_epoch_end=kill)
+    assert ckpt.exists()
+    fresh = build_model("cnn", 10, data.input_shape)  # the restarted process builds a new model
+    train(fresh, Split(data.train), Split(data.val), RECIPE, mask=mask, seed=3, checkpoint=ckpt)
+    for (n, a), b in zip(ref.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
+def test_killed_imp_job_resumes_to_identical_masks(tiny_suite, tmp_path, monkeypatch):
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(tiny_suite, "mlp", "digits", 0, str(theta0))
+    jobs.imp(tiny_suite, "mlp", "digits", 0, "lth", "full", None, str(theta0), str(tmp_path / "ref"))
+
+    import dilt.prune.imp as imp
+    real_train = imp.train
+    calls = {"n": 0}
+
+    def crashing_train(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:  # die in the middle of round 1, after one epoch was checkpointed
+            def die(epoch, model):
+                raise Killed
+            kw["on_epoch_end"] = die
+        return real_train(*args, **kw)
+    monkeypatch.setattr(imp, "train", crashing_train)
+    with pytest.raises(Killed):
+        jobs.imp(tiny_suite, "mlp", "digits", 0, "lth", "full", None, str(theta0), str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "imp_summary.json").exists()
+    assert (tmp_path / "run" / "ckpt_r1.pt").exists()
+    monkeypatch.setattr(imp, "train", real_train)
+    jobs.imp(tiny_suite, "mlp", "digits", 0, "lth", "full", None, str(theta0), str(tmp_path / "run"))
+    assert all_masks(tmp_path / "run") == all_masks(tmp_path / "ref")
+    from dilt.models.state import load_state
+    last = len(all_masks(tmp_path / "ref")) - 1
+    a = load_state(tmp_path / "ref" / f"weights_r{last}.safetensors")[0]
+    b = load_state(tmp_path / "run" / f"weights_r{last}.safetensors")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_weights_different_seed_different():
+    data, net, mask = _setup()
+    a, b, c = (build_model("cnn", 10, data.input_shape) for _ in range(3))
+    for m in (a, b, c):
+        m.load_state_dict(net.state_dict())
+    short = Recipe(epochs=1, batch_size=128, lr=0.05)
+    train(a, Split(data.train), Split(data.val), short, mask=mask, seed=1)
+    train(b, Split(data.train), Split(data.val), short, mask=mask, seed=1)
+    train(c, Split(data.train), Split(data.val), short, mask=mask, seed=2)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
