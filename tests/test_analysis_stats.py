@@ -152,3 +152,38 @@ def test_run_analysis_end_to_end_on_two_small_cnns():
     assert out["correlations"]["layer_cka_vs_gw"]["n"] == L
     assert sum(b["n_layers"] for b in out["blocks"]) == L
     assert sum(out["start_counts"].values()) == L * (2 * L - 1)
+
+
+def _fake_analysis(seed: int, label: str) -> dict:
+    rng = np.random.default_rng(seed)
+    L = 4
+    G = rng.random((L, L)) * 0.1
+    return {"layer_names": ["features.0", "features.1", "fc", "head"], "G": G.tolist(),
+            "settings": {"label": label}, "k": 2, "ari": 1.0,
+            "labels": {"net1": [0, 0, 1, 1], "net2": [0, 0, 1, 1]},
+            "blocks": [{"block": b, "layers": ["a", "b"], "params": 100 * (b + 1),
+                        "gw_ii_mean": float(G[b, b]), "jaccard": 0.5 - 0.1 * b,
+                        "chance_jaccard": 0.25, "ratio": (0.5 - 0.1 * b) / 0.25}
+                       for b in (0, 1)],
+            "correlations": {"layer_gw_vs_jaccard": {"rho": -0.8, "p": 0.01 * (seed + 1)}}}
+
+
+def test_figures_and_table_are_written_and_degrade_gracefully(tmp_path):
+    from dilt.report.analysis_figures import write_fig1, write_fig2, write_fig3
+    from dilt.report.analysis_tables import write_exp2_blocks
+
+    runs = {"cnn / digits / contiguous2": [_fake_analysis(s, "c") for s in (0, 1)],
+            "cnn / digits / iid2": [_fake_analysis(s + 5, "i") for s in (0, 1)]}
+    for write, stem in ((write_fig1, "f1"), (write_fig2, "f2"), (write_fig3, "f3")):
+        paths = write(runs, tmp_path / stem)
+        assert [p[-3:] for p in paths] == ["pdf", "png"]
+        assert all((tmp_path / f"{stem}.{e}").stat().st_size > 1000 for e in ("pdf", "png"))
+    text = write_exp2_blocks(runs, tmp_path / "t.tex")
+    assert (tmp_path / "t.tex").read_text() == text
+    assert text.count(r"\begin{table}") == 2
+    assert "cnn / digits / iid2 & 1 & 2 (a .. b) & 200" in text
+    assert "-0.80 $\\pm$ 0.00 & 0.01--0.02" in text  # layer rho over seeds, p range
+    assert "CKA vs G\\_ii, layers & -- & --" in text  # missing part shown as a dash
+    assert "ARI" in text
+    empty = write_exp2_blocks({}, tmp_path / "e.tex")
+    assert "No analysis results" in empty
