@@ -6,7 +6,6 @@ entry (the dense first layer and the head by default) get a NaN Jaccard.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,6 +68,3 @@ def block_table(layer_names: Sequence[str], G: np.ndarray, labels: Sequence[int]
         rows.append(row)
     return rows
 
-
-def finite(values) -> list[float]:
-    return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]

@@ -21,8 +21,8 @@ def _finite(*arrays) -> list[np.ndarray]:
 
 
 def _perm_test(x: np.ndarray, y: np.ndarray, n_perm: int, seed: int) -> tuple[float, float]:
-    """Pearson correlation of x and y with a two-sided permutation p-value (pairings permuted;
-    exact enumeration when n! <= n_perm, as scipy.stats.permutation_test does)."""
+    """Pearson correlation of x and y with a two-sided permutation p-value from
+    ``scipy.stats.permutation_test`` (pairings permuted; NaN below 3 points)."""
     r = float(_pearson_along(x, y))
     if len(x) < 3 or not np.isfinite(r):
         return r, float("nan")
