@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from dilt.io import write_text
@@ -15,10 +14,6 @@ CORRELATIONS = [("layer_gw_vs_jaccard", "G_ii vs Jaccard, layers"),
                 ("layer_gw_vs_jaccard_partial_depth", "G_ii vs Jaccard given depth (partial), layers"),
                 ("block_gw_vs_jaccard", "G_ii vs Jaccard, blocks"),
                 ("layer_cka_vs_gw", "CKA vs G_ii, layers")]
-
-
-def _fmt(v: float, digits: int = 2) -> str:
-    return "--" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
 def _p(c: dict) -> str:
