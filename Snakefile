@@ -45,6 +45,9 @@ include: "rules/prune.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
+# the report steps are seconds of CPU work: never submit them to a cluster queue
+localrules: all, results, tables, figures, paper
+
 
 rule all:
     default_target: True

@@ -1,0 +1,79 @@
+"""The workflow end to end on a tiny suite (N=2 contiguous and N=3 random partitions): every
+table, figure and (with TeX) the PDF; `snakemake figures` then retrains nothing."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir, *args, timeout=900):
+    # targets first: --configfile takes several values
+    cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("workflow")
+    raw = tiny_config(partitions=[{"n": 2, "scheme": "contiguous"}, {"n": 3, "scheme": "random"}])
+    (wd / "config.yaml").write_text(yaml.safe_dump(raw))
+    (wd / "paper").mkdir()
+    os.symlink(ROOT / "paper" / "main.tex", wd / "paper" / "main.tex")
+    snakemake(wd, "--cores", "2")
+    return wd
+
+
+def test_every_output_exists(finished_run):
+    wd = finished_run
+    for t in ("exp1_sparsity", "exp1_rounds", "exp2_blocks", "exp3_specialists", "exp4_transfer"):
+        assert (wd / "tables" / "tiny" / f"{t}.tex").stat().st_size > 200
+    for f in ("fig1_gw_heatmap", "fig2_layer_clusters", "fig3_block_analysis", "acc_vs_sparsity", "acc_vs_rounds"):
+        for ext in ("pdf", "png"):
+            assert (wd / "figures" / "tiny" / f"{f}.{ext}").stat().st_size > 1000
+    if shutil.which("latexmk"):
+        assert (wd / "paper" / "tiny" / "main.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_results_cover_the_grid(finished_run):
+    df = pd.read_csv(finished_run / "results" / "tiny" / "results.csv")
+    retrain = df[df.experiment == "retrain"]
+    assert set(retrain.method) == {"dense", "lth", "colt", "dilt"}
+    dilt = retrain[retrain.method == "dilt"]
+    # N=3: core, three specialists and the union, each with its random control, in both modes
+    r3 = dilt[dilt.partition == "random3"]
+    assert set(r3.ticket) == {"core", "spec1", "spec2", "spec3", "union"}
+    assert set(r3.split) == {"full", "part1", "part2", "part3"}
+    assert set(dilt.control) == {"ticket", "random"}
+    assert set(dilt["mode"]) == {"source-matched", "density-matched"}
+    # source-matched: core sparser and union denser than the target
+    sm = dilt[(dilt["mode"] == "source-matched") & (dilt.control == "ticket")]
+    assert (sm[sm.ticket == "core"].actual_sparsity >= sm[sm.ticket == "core"].target_sparsity).all()
+    assert (sm[sm.ticket == "union"].actual_sparsity <= sm[sm.ticket == "union"].target_sparsity).all()
+    # LTH and COLT masks sit exactly on the targets (within one weight)
+    for m in ("lth", "colt"):
+        sub = retrain[(retrain.method == m) & (retrain.control == "ticket")]
+        assert ((sub.actual_sparsity - sub.target_sparsity).abs() < 1e-4).all()
+    assert set(df[df.experiment == "transfer"].dataset) == {"digits_rot"}
+    assert df.value.between(0, 1).all()
+
+
+def test_figures_target_retrains_nothing(finished_run):
+    wd = finished_run
+    shutil.rmtree(wd / "figures")
+    out = snakemake(wd, "figures")   # no --cores: the default profile supplies it
+    assert "rule figures" in out or "localrule figures" in out
+    for rule in ("init", "lth", "dilt_partition", "colt", "retrain", "transfer", "analyze"):
+        assert f"rule {rule}:" not in out and f"localrule {rule}:" not in out
+    assert (wd / "figures" / "tiny" / "fig1_gw_heatmap.pdf").exists()
