@@ -47,10 +47,11 @@ def run(suite: Suite, what: str) -> None:
         paper.build_paper(suite.name, root=".")
 
 
-def _figure_groups(groups: dict[str, list[dict]]) -> list[dict]:
-    """The analyses figures 1-3 show: every seed of the first model and data set, for every
-    partition scheme (experts and siblings side by side)."""
+def _figure_groups(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The analyses figures 1-3 show: the first model and data set (the deepest smoke model,
+    ``cnn``, sorts first), one panel per partition scheme (experts and siblings side by side),
+    each with all its seeds."""
     if not groups:
-        return []
+        return {}
     first = next(iter(groups)).rsplit(" / ", 1)[0]
-    return [a for key, runs in groups.items() if key.startswith(first + " / ") for a in runs]
+    return {key: runs for key, runs in groups.items() if key.startswith(first + " / ")}
