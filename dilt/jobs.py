@@ -158,7 +158,7 @@ def dense_entry() -> Entry:
 
 def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataBundle, eval_splits: dict[str, Split],
                   recipe, seed: int, work_dir: str, log: str | None, experiment: str, partition: str,
-                  source_dataset: str, names: list[str]) -> list[dict]:
+                  source_dataset: str) -> list[dict]:
     """Train every distinct mask once (resumable per mask), evaluate it on ``eval_splits`` and
     return one record per entry and split."""
     work = Path(work_dir)
@@ -168,8 +168,7 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
         done = work / f"{e.key}.json"
         if not done.exists():
             net = make_model()
-            mask = e.mask if e.mask is not None else None
-            res = train(net, tr, va, recipe, mask=mask, seed=seed, checkpoint=work / f"{e.key}.ckpt",
+            res = train(net, tr, va, recipe, mask=e.mask, seed=seed, checkpoint=work / f"{e.key}.ckpt",
                         log_path=log, desc=f"{experiment} {e.key}")
             scores = {name: evaluate(net, split, recipe) for name, split in eval_splits.items()}
             write_json(done, {"best_epoch": res.best_epoch, "val_top1": res.best_val_top1, "test": scores})
@@ -194,24 +193,21 @@ def retrain(suite: Suite, model: str, dataset: str, seed: int, tag: str, source:
     """Retrain from theta_0 on the full training set: the dense reference (source ``dense``), an
     IMP run's masks (``lth``/``colt``: a run directory) or DiLT tickets (a tickets directory)."""
     bundle = load_data(suite, dataset, seed)
-    names = prunable(suite, model, bundle)
     randoms = suite["prune"]["random_controls"]
     parts = partitions(suite, bundle, tag, seed) if tag != FULL else None
-    method = Path(source).name if source != "dense" else "dense"
     if source == "dense":
         entries = [dense_entry()]
     elif (Path(source) / "manifest.json").exists():
         entries = ticket_entries(source, randoms)
     else:
-        summary = read_json(Path(source) / "imp_summary.json")
-        method = summary["method"]
-        entries = method_entries(source, method, suite["sparsities"], len(parts or [None]) if method == "colt" else 1,
-                                 seed, randoms)
+        method = read_json(Path(source) / "imp_summary.json")["method"]
+        n_parallel = len(parts) if method == "colt" else 1
+        entries = method_entries(source, method, suite["sparsities"], n_parallel, seed, randoms)
     make = lambda: model_from_theta0(model, theta0, bundle.num_classes, bundle.input_shape, 0)[0]  # noqa: E731
     records = train_entries(entries, model=model, make_model=make, bundle=bundle,
                             eval_splits=test_splits(bundle, parts), recipe=suite.recipe(model, dataset),
                             seed=seed, work_dir=Path(out).parent / "runs", log=log, experiment="retrain",
-                            partition=tag if tag != FULL else "-", source_dataset=dataset, names=names)
+                            partition=tag if tag != FULL else "-", source_dataset=dataset)
     write_json(out, {"records": records})
 
 
@@ -237,8 +233,7 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
 
     def make():
         torch.manual_seed(init_seed)
-        net = build_model(model, bundle.num_classes, bundle.input_shape)
-        return net
+        return build_model(model, bundle.num_classes, bundle.input_shape)
 
     # masks cover the body only (the head is never pruned by default), so they fit the new head
     shapes = Mask.ones(make(), prunable(suite, model, src)).shapes
@@ -248,7 +243,7 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
     records = train_entries(entries, model=model, make_model=make, bundle=bundle,
                             eval_splits={"full": Split(bundle.test)}, recipe=suite.recipe(model, target),
                             seed=seed, work_dir=Path(out).parent / "runs", log=log, experiment="transfer",
-                            partition=tag if tag != FULL else "-", source_dataset=dataset, names=[])
+                            partition=tag if tag != FULL else "-", source_dataset=dataset)
     write_json(out, {"records": records})
 
 

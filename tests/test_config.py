@@ -1,6 +1,5 @@
 """Config validation: defaults, and one-line errors that name the key, before any job runs."""
 
-import copy
 import subprocess
 import sys
 
