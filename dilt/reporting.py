@@ -41,10 +41,11 @@ def run(suite: Suite, what: str) -> None:
         analysis_figures.write_fig2(chosen, figures / "fig2_layer_clusters")
         analysis_figures.write_fig3(chosen, figures / "fig3_block_analysis")
     elif what == "paper":
-        from dilt.report import paper
+        from dilt.report import analysis_tables, paper
 
-        paper.write_findings(csv, Path("paper") / suite.name / "findings.tex")
-        paper.build_paper(suite.name, root=".")
+        extra = analysis_tables.exp2_findings(analyses(suite))
+        paper.write_findings(csv, Path("paper") / suite.name / "findings.tex", extra)
+        paper.build_paper(suite.name, root=".", extra_findings=extra)
 
 
 def _figure_groups(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:

@@ -228,3 +228,19 @@ def test_paper_compiles(tmp_path):
     pdf = paper.build_paper("toy_suite", root=tmp_path)
     assert pdf is not None and pdf.exists() and pdf.stat().st_size > 10000
     assert pdf == tmp_path / "paper" / "toy_suite" / "main.pdf"
+
+
+def test_exp2_findings_apply_the_fixed_rule():
+    from dilt.report.analysis_tables import exp2_findings
+
+    def run(rho, p):
+        c = {"rho": rho, "p": p, "n": 8}
+        return {"correlations": {"layer_gw_vs_jaccard": c, "layer_gw_vs_jaccard_partial_depth": c}}
+
+    text = exp2_findings({"cnn / digits / contiguous2": [run(-0.9, 0.01)] * 3,
+                          "cnn / digits / iid2": [run(-0.9, 0.2)] * 3,
+                          "mlp / digits / iid2": [run(0.5, 0.01)] * 3})
+    lines = [l for l in text.splitlines() if l.startswith(r"\item")]
+    assert "holds" in lines[0] and "does not hold" not in lines[0]
+    assert lines[1].count("does not hold") == 2    # negative but not significant
+    assert lines[2].count("does not hold") == 2    # significant but positive

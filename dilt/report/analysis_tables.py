@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from dilt.io import write_text
@@ -99,3 +100,36 @@ def write_exp2_blocks(analyses_by_setting: dict[str, list[dict]], out_path) -> s
 
 
 __all__ = ["write_exp2_blocks"]
+
+
+def exp2_findings(analyses_by_setting: dict[str, list[dict]], alpha: float = 0.05) -> str:
+    """LaTeX paragraph for the experiment-2 hypothesis (layers with a lower G_ii have a higher
+    mask overlap), one line per setting, with a fixed rule: it *holds* for a setting when the
+    mean Spearman rho over seeds is negative and the permutation p-value is below ``alpha`` in
+    a majority of seeds; the same rule is applied with depth partialled out."""
+    if not analyses_by_setting:
+        return ""
+    lines = ["", "%% H5", r"\paragraph{H5: layers that stay functionally similar (low $G_{ii}$) "
+             r"keep more shared weights (high Jaccard).}",
+             f"Rule: holds when the mean Spearman $\\rho$ over seeds is negative and its "
+             f"permutation $p < {alpha}$ in a majority of seeds; the test is repeated with depth "
+             r"(layer index) partialled out, and the iid sibling control is listed beside the "
+             r"class-disjoint experts.", r"\begin{itemize}"]
+    for setting, runs in analyses_by_setting.items():
+        parts = []
+        for key, name in (("layer_gw_vs_jaccard", "raw"),
+                          ("layer_gw_vs_jaccard_partial_depth", "given depth")):
+            cs = [r.get("correlations", {}).get(key) or {} for r in runs]
+            rhos = [c["rho"] for c in cs if c.get("rho") is not None]
+            ps = [c["p"] for c in cs if c.get("p") is not None]
+            if not rhos or not ps:
+                parts.append(f"{name}: not testable (too few layers with a mask)")
+                continue
+            rho = float(np.mean(rhos))
+            sig = sum(p < alpha for p in ps)
+            verdict = "holds" if rho < 0 and sig * 2 > len(runs) else "does not hold"
+            parts.append(f"{name}: $\\rho = {rho:+.2f}$, $p < {alpha}$ in {sig} of {len(runs)} "
+                         f"seeds: {verdict}")
+        lines.append(rf"\item {escape(setting)}: " + "; ".join(parts) + ".")
+    lines.append(r"\end{itemize}")
+    return "\n".join(lines) + "\n"

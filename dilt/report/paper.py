@@ -254,9 +254,10 @@ def findings_text(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_findings(results_csv: str | Path, out_path: str | Path) -> Path:
-    """Write the generated findings (``findings.tex``) for ``results_csv``."""
-    write_text(out_path, findings_text(read_results(results_csv)))
+def write_findings(results_csv: str | Path, out_path: str | Path, extra: str = "") -> Path:
+    """Write the generated findings (``findings.tex``) for ``results_csv``, followed by
+    ``extra`` (the experiment-2 findings, generated from the analyses)."""
+    write_text(out_path, findings_text(read_results(results_csv)) + extra)
     return Path(out_path)
 
 
@@ -279,7 +280,7 @@ def write_suite_tex(suite: str, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def build_paper(suite: str, root: str | Path = ".") -> Path | None:
+def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "") -> Path | None:
     """Write suite.tex and findings.tex under paper/<suite>/ and compile paper/<suite>/main.pdf.
 
     Raises FileNotFoundError naming every missing input; returns None (one printed line) when
@@ -296,7 +297,7 @@ def build_paper(suite: str, root: str | Path = ".") -> Path | None:
                                 + ", ".join(missing))
     write_suite_tex(suite, out_dir / "suite.tex")
     if results_csv.exists():
-        write_findings(results_csv, out_dir / "findings.tex")
+        write_findings(results_csv, out_dir / "findings.tex", extra_findings)
     if shutil.which("latexmk") is None:
         print(TEX_HINT)
         return None
