@@ -183,6 +183,7 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
                 "target_sparsity": e.target_sparsity,
                 "actual_sparsity": e.mask.sparsity if e.mask is not None else 0.0,
                 "round": e.round, "trainings": e.trainings, "empty_layers": len(empty),
+                "min_layer_kept": min(int(t.sum()) for t in e.mask.values()) if e.mask is not None else -1,
                 "collapsed": bool(empty), "seed": seed, "split": split, "metric": "top1",
                 "value": value, "best_epoch": result["best_epoch"], "val_top1": result["val_top1"]})
     return records

@@ -23,7 +23,7 @@ def _row(**kw) -> dict:
     row = {"experiment": "retrain", "model": "mlp", "dataset": "digits", "source_dataset": "digits",
            "partition": "-", "method": "dense", "ticket": "dense", "mode": "-",
            "control": "ticket", "target_sparsity": 0.0, "actual_sparsity": 0.0, "round": 0,
-           "trainings": 1, "empty_layers": 0, "collapsed": False, "seed": 0, "split": "full",
+           "trainings": 1, "empty_layers": 0, "min_layer_kept": 5, "collapsed": False, "seed": 0, "split": "full",
            "metric": "top1", "value": 0.9, "best_epoch": 5, "val_top1": 0.9}
     row.update(kw)
     return row

@@ -15,10 +15,12 @@ import pandas as pd
 
 from dilt.io import atomic_path
 
-# The documented record keys, in the column order of results.csv.
+# The documented record keys, in the column order of results.csv. ``min_layer_kept`` is the
+# smallest number of weights any layer of the mask keeps (-1 for the dense model): a layer with
+# a handful of weights is a bottleneck even when it is not empty.
 COLUMNS = ["experiment", "model", "dataset", "source_dataset", "partition", "method", "ticket",
            "mode", "control", "target_sparsity", "actual_sparsity", "round", "trainings",
-           "empty_layers", "collapsed", "seed", "split", "metric", "value", "best_epoch",
+           "empty_layers", "min_layer_kept", "collapsed", "seed", "split", "metric", "value", "best_epoch",
            "val_top1"]
 
 # Columns that identify one evaluation; two rows sharing them would be double-counted seeds.
@@ -27,7 +29,7 @@ KEY = ["experiment", "model", "dataset", "source_dataset", "partition", "method"
 
 _STR = ["experiment", "model", "dataset", "source_dataset", "partition", "method", "ticket",
         "mode", "control", "split", "metric"]
-_INT = ["round", "trainings", "empty_layers", "seed", "best_epoch"]
+_INT = ["round", "trainings", "empty_layers", "min_layer_kept", "seed", "best_epoch"]
 _FLOAT = ["target_sparsity", "actual_sparsity", "value", "val_top1"]
 
 IMP_COLUMNS = ["method", "model", "dataset", "partition", "seed", "part", "round", "sparsity",

@@ -251,7 +251,10 @@ def _split_name(split: str) -> str:
 def _collapse_text(c: pd.DataFrame) -> str:
     per_seed = c.drop_duplicates("seed")
     n, k = int(per_seed.collapsed.sum()), len(per_seed)
-    return "no" if n == 0 else f"yes, {n}/{k} seeds (max {int(per_seed.empty_layers.max())} empty layers)"
+    text = "no" if n == 0 else f"yes, {n}/{k} seeds (max {int(per_seed.empty_layers.max())} empty layers)"
+    if "min_layer_kept" in per_seed and n == 0:
+        text += f" (min {int(per_seed.min_layer_kept.min())} weights)"
+    return text
 
 
 def exp3_specialists(df: pd.DataFrame, suite: str) -> str:
@@ -285,7 +288,8 @@ def exp3_specialists(df: pd.DataFrame, suite: str) -> str:
                    f"classes ($T_k$); mean $\\pm$ std over {_seed_text(g)}.")
         notes = (f"{PM}. Control random: a random mask with the ticket's per-layer densities. "
                  "Collapsed: seeds whose ticket has a layer with no weight left (reported, not "
-                 f"dropped). {MODE_NOTE}")
+                 "dropped); otherwise the fewest weights any layer keeps, over seeds (a layer "
+                 f"with a handful of weights is a bottleneck). {MODE_NOTE}")
         header = ["Target", "Mode", "Ticket", "Control", "$s$", "Collapsed"] + [
             _split_name(s) for s in splits]
         blocks.append(latex_table(
