@@ -258,20 +258,25 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
     bundle = load_data(suite, dataset, seed)
     parts = partitions(suite, bundle, tag, seed)
     sparsity = suite.analysis_sparsity
-    models, masks = [], []
+    ds, targets = bundle.split(cfg.get("probe_split", "test"))
+    idx = probe_indices(targets, cfg.get("probe_size", 1024), seed=0)  # the same probe for every seed
+    models, masks, caches = [], [], []
     for p, d in zip(parts, run_dirs):
         r, mask = mask_at_sparsity(d, sparsity)
         classes = p.num_classes if p.class_disjoint else bundle.num_classes
         net = model_from_theta0(model, theta0, classes, bundle.input_shape, head_seed(seed, p.index))[0]
-        net.load_state_dict(load_state(Path(d) / f"weights_r{r}.safetensors")[0])
+        state, meta = load_state(Path(d) / f"weights_r{r}.safetensors")
+        net.load_state_dict(state)
         models.append(net)
         masks.append(mask)
-    ds, targets = bundle.split(cfg.get("probe_split", "test"))
-    idx = probe_indices(targets, cfg.get("probe_size", 1024), seed=0)  # the same probe for every seed
+        # features are cached beside the weights, keyed by everything they depend on
+        key = f"{meta.get('hash')}_{cfg.get('probe_split', 'test')}{len(idx)}_{cfg.get('reduce', 'gap')}{cfg.get('proj_dim', 256)}"
+        caches.append(str(Path(d) / f"features_r{r}_{key}.npz"))
     from dilt.data.loader import batches
 
     probe_x = torch.cat([x for x, _ in batches(ds, idx, 512)])
-    result = run_analysis(models, masks, probe_x, weight_layers(models[0]), {**cfg, "seed": seed})
+    result = run_analysis(models, masks, probe_x, weight_layers(models[0]), {**cfg, "seed": seed},
+                          feature_cache=caches)
     result["meta"] = {"model": model, "dataset": dataset, "seed": seed, "partition": tag,
                       "sparsity": sparsity, "round": r, "probe_size": int(len(idx))}
     write_json(out, result)

@@ -27,11 +27,14 @@ RESULT_KEYS = ("layer_names", "n_probe", "settings", "joint_matrix", "G", "start
 
 
 def run_analysis(models: Sequence[torch.nn.Module], masks: Sequence[Mask], probe_x: torch.Tensor,
-                 layer_names: Sequence[str], cfg: dict | None = None) -> dict:
+                 layer_names: Sequence[str], cfg: dict | None = None,
+                 feature_cache: Sequence[str | None] | None = None) -> dict:
     """GW matrix, layer clusters and mask-overlap statistics for two networks.
 
     ``models[0]`` / ``models[1]`` (F_1, F_2) and ``masks[0]`` / ``masks[1]`` (their IMP masks over
     the same parameters) are compared; with more than two models only the first two are used.
+    ``feature_cache``: one .npz path per model (or None) where its probe features are kept; the
+    caller makes the name unique to the weights, probe and reduction.
     ``probe_x``: the shared held-out probe inputs. ``layer_names``: the modules to compare (the same
     in both networks). ``cfg`` keys (all optional): see ``DEFAULTS``.
 
@@ -53,8 +56,10 @@ def run_analysis(models: Sequence[torch.nn.Module], masks: Sequence[Mask], probe
         notes.append(f"{len(models)} models given: only models[0] and models[1] are compared")
     t0 = time.perf_counter()
 
+    caches = list(feature_cache or [None, None])
     feats = [extract_features(m, probe_x, layer_names, cfg["reduce"], cfg["batch_size"],
-                              proj_dim=cfg["proj_dim"], seed=cfg["seed"]) for m in models[:2]]
+                              proj_dim=cfg["proj_dim"], seed=cfg["seed"], cache=c)
+             for m, c in zip(models[:2], caches)]
     dists = [[distance_matrix(f[name], cfg["normalise"]) for name in layer_names] for f in feats]
     t1 = time.perf_counter()
     J = joint_matrix(dists[0], dists[1], n_jobs=cfg["n_jobs"], solver=cfg["solver"])
