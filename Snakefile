@@ -57,8 +57,8 @@ rule all:
         PAPER_PDF if HAVE_TEX else [],
 
 
-onstart:
-    if not HAVE_TEX:
-        print("note: latexmk not found, so paper/%s/main.pdf is skipped; install TeX "
-              "(apt-get install latexmk texlive-latex-recommended texlive-latex-extra "
-              "texlive-pictures texlive-science) and run `snakemake paper`." % SUITE)
+if not HAVE_TEX:
+    print(f"note: latexmk not found, so paper/{SUITE}/main.pdf is skipped (everything else is "
+          "built); install TeX with `apt-get install latexmk texlive-latex-recommended "
+          "texlive-latex-extra texlive-pictures texlive-science` and run `snakemake paper`.",
+          file=sys.stderr)

@@ -45,7 +45,9 @@ def run(suite: Suite, what: str) -> None:
 
         extra = analysis_tables.exp2_findings(analyses(suite))
         paper.write_findings(csv, Path("paper") / suite.name / "findings.tex", extra)
-        paper.build_paper(suite.name, root=".", extra_findings=extra)
+        if paper.build_paper(suite.name, root=".", extra_findings=extra) is None:
+            # asked for the PDF explicitly (`snakemake paper`) on a machine without TeX
+            raise FileNotFoundError(paper.TEX_HINT)
 
 
 def _figure_groups(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:

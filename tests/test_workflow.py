@@ -77,3 +77,25 @@ def test_figures_target_retrains_nothing(finished_run):
     for rule in ("init", "lth", "dilt_partition", "colt", "retrain", "transfer", "analyze"):
         assert f"rule {rule}:" not in out and f"localrule {rule}:" not in out
     assert (wd / "figures" / "tiny" / "fig1_gw_heatmap.pdf").exists()
+
+
+def test_without_tex_everything_but_the_pdf_is_planned(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config()))
+    # PATH with every program of the machine except latexmk
+    nolatex = tmp_path / "bin"
+    nolatex.mkdir()
+    for d in os.environ["PATH"].split(os.pathsep):
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                if name != "latexmk" and not (nolatex / name).exists():
+                    os.symlink(os.path.join(d, name), nolatex / name)
+    env = {**os.environ, "PATH": str(nolatex)}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile"),
+                           "--directory", str(tmp_path), "--configfile", str(tmp_path / "config.yaml")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout + proc.stderr
+    notes = [l for l in out.splitlines() if "latexmk not found" in l]
+    assert len(notes) == 1 and "snakemake paper" in notes[0]
+    assert "rule tables" in out and "rule figures" in out
+    assert "rule paper" not in out and "main.pdf" not in out.replace(notes[0], "")
