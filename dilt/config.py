@@ -162,11 +162,6 @@ class Suite:
                 return p["n"], p["scheme"]
         raise KeyError(f"partition {tag!r} is not in suite {self.name!r}")
 
-    def resources(self, stage: str) -> dict:
-        res = self.spec.get("resources", {})
-        return {"gpu": 0, "runtime": 30, "mem_mb": 4000, "cpus_per_task": 1,
-                **res.get("default", {}), **res.get(stage, {})}
-
     @property
     def analysis_sparsity(self) -> float:
         return self.spec.get("analysis", {}).get("sparsity") or sorted(self.spec["sparsities"])[0]
