@@ -63,20 +63,60 @@ def _coupling(start, p: np.ndarray, q: np.ndarray) -> np.ndarray | None:
     return np.asarray(start, dtype=np.float64)
 
 
+def gw_cg(C1: np.ndarray, C2: np.ndarray, G0: np.ndarray | None = None, *,
+          max_iter: int = 10000, tol_rel: float = 1e-9, tol_abs: float = 1e-9) -> tuple[float, np.ndarray]:
+    """Square-loss GW by POT's conditional gradient (``ot.optim.cg``) with POT's exact line
+    search, for symmetric C1, C2 and uniform weights: the iterates of
+    ``ot.gromov.gromov_wasserstein(..., symmetric=True)``, at half the matrix products. POT
+    recomputes C1 G C2 at every iterate; here the line search's C1 dG C2 updates it
+    (C1 (G + a dG) C2 = C1 G C2 + a C1 dG C2), so each iteration costs two n^3 products instead
+    of four. Returns the GW value (POT's ``gw_dist``) and the coupling."""
+    from ot.gromov._utils import init_matrix
+    from ot.optim import cg, solve_1d_linesearch_quad
+
+    p, q = ot.unif(len(C1)), ot.unif(len(C2))
+    G0 = np.outer(p, q) if G0 is None else np.asarray(G0, dtype=np.float64)
+    constC, hC1, hC2 = init_matrix(C1, C2, p, q, "square_loss")
+    first = {}   # constC - hC1 G0 hC2^T, shared by the initial cost and gradient
+
+    def tens(G):
+        if first.get("G") is not G:
+            first.update(G=G, tens=constC - hC1 @ G @ hC2.T)
+        return first["tens"]
+
+    def f(G):
+        return float(np.sum(tens(G) * G))
+
+    def df(G):
+        return 2 * tens(G)
+
+    def line_search(cost, G, deltaG, Mi, cost_G, df_G, **kwargs):
+        # POT's exact line search (solve_gromov_linesearch, symmetric, M = 0, reg = 1), also
+        # returning the gradient at G + alpha dG, which cg then uses instead of calling df
+        dot = hC1 @ deltaG @ hC2.T
+        a = -np.sum(dot * deltaG)
+        b = -2 * np.sum(dot * G)
+        alpha = solve_1d_linesearch_quad(a, b)
+        return alpha, 1, cost_G + a * alpha**2 + b * alpha, df_G - 2 * alpha * dot
+
+    G, log = cg(p, q, 0.0, 1.0, f, df, G0, line_search, log=True, numItermax=max_iter,
+                stopThr=tol_rel, stopThr2=tol_abs)
+    return float(log["loss"][-1]), G
+
+
 def gw_pair(C1: np.ndarray, C2: np.ndarray, starts=STARTS, *, max_iter: int = 10000,
             tol_rel: float = 1e-9, tol_abs: float = 1e-9) -> GWPair:
-    """Exact square-loss GW between two distance matrices (uniform weights), run from each of
-    ``starts`` ("identity", "uniform" or an explicit coupling array); keeps the lowest value.
-    The tolerances are POT's defaults. Ties go to the start listed first."""
+    """Exact square-loss GW between two symmetric distance matrices (uniform weights), run from
+    each of ``starts`` ("identity", "uniform" or an explicit coupling array) with :func:`gw_cg`;
+    keeps the lowest value. The tolerances are POT's defaults. Ties go to the start listed
+    first."""
     p = ot.unif(len(C1))
     q = ot.unif(len(C2))
     values: dict[str, float] = {}
     for i, start in enumerate(starts):
         name = start if isinstance(start, str) else f"given{i}"
-        _, log = ot.gromov.gromov_wasserstein(C1, C2, p, q, loss_fun="square_loss", symmetric=True,
-                                              G0=_coupling(start, p, q), log=True,
-                                              max_iter=max_iter, tol_rel=tol_rel, tol_abs=tol_abs)
-        values[name] = float(log["gw_dist"])
+        values[name] = gw_cg(C1, C2, _coupling(start, p, q), max_iter=max_iter,
+                             tol_rel=tol_rel, tol_abs=tol_abs)[0]
     return GWPair(max(min(values.values()), 0.0), _winner(values), values)
 
 
