@@ -228,7 +228,7 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
             entries += ticket_entries(s, randoms, only_mode="source-matched", only_target=t)
         else:
             summary = read_json(Path(s) / "imp_summary.json")
-            n = summary["rounds"][-1]["part"] or 1
+            n = sum(1 for r in summary["rounds"] if r["round"] == 0)  # models per round
             entries += method_entries(s, summary["method"], [t], n, seed, randoms)
     init_seed = seed + suite.spec.get("transfer", {}).get("init_seed_offset", 1000)
 

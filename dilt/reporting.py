@@ -44,7 +44,6 @@ def run(suite: Suite, what: str) -> None:
         from dilt.report import analysis_tables, paper
 
         extra = analysis_tables.exp2_findings(analyses(suite))
-        paper.write_findings(csv, Path("paper") / suite.name / "findings.tex", extra)
         if paper.build_paper(suite.name, root=".", extra_findings=extra) is None:
             # asked for the PDF explicitly (`snakemake paper`) on a machine without TeX
             raise FileNotFoundError(paper.TEX_HINT)

@@ -69,6 +69,10 @@ def test_dilt_masks_differ_and_colt_masks_are_shared(tiny_suite, tmp_path):
     for masks in (*runs, all_masks(colt_dir)):
         for t in (0.5, 0.8):
             assert any(m.kept == keep_count(m.numel, t) for m in masks)
+    # each independent run follows the documented schedule, round by round
+    expected = [0.0] + schedule([0.5, 0.8], 0.5)
+    for masks in runs:
+        assert [round(m.sparsity, 4) for m in masks] == [round(s, 4) for s in expected]
     # DiLT: the two independent runs find different masks at the same sparsity
     for r in range(1, len(runs[0])):
         assert runs[0][r].sparsity == runs[1][r].sparsity
