@@ -47,7 +47,7 @@ rule figures:
 
 
 rule paper:
-    input: TABLES, FIGURES, "paper/main.tex"
+    input: R + "/results.csv", TABLES, FIGURES, "paper/main.tex"
     output: PAPER_PDF
     log: LOGS + "/report_paper.log"
     resources: **res("report")
