@@ -1,7 +1,16 @@
-"""Atomic file writes and small readers shared by every stage."""
+"""Atomic, checked file writes and reads shared by every stage.
+
+Every file is written to a temporary name beside its target, flushed to disk (fsync) and then
+renamed over the target, and the directory is fsynced, so a kill or power loss at any instant
+leaves either the old file or the new one, never a torn one. Temporary orphans of a killed
+writer (``.NAME.*.tmp``) are removed by :func:`clean_orphans`. Checkpoints carry a SHA-256 of
+their bytes and are refused when it does not match.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -10,19 +19,50 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+class FileCheckError(ValueError):
+    """A file on disk is damaged, truncated or belongs to other settings (one line, names it)."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the body succeeds."""
+    """Yield a temporary path beside ``path``; when the body succeeds, fsync it and rename it
+    onto ``path`` (then fsync the directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def clean_orphans(directory: str | os.PathLike) -> int:
+    """Remove temporary files left in ``directory`` by a killed writer; return how many."""
+    d = Path(directory)
+    if not d.is_dir():
+        return 0
+    n = 0
+    for p in d.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -31,12 +71,51 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """Read a JSON file; a missing file raises FileNotFoundError, a damaged one FileCheckError."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FileCheckError(f"{path}: damaged JSON ({e.__class__.__name__}); delete it to recompute") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+_MAGIC = b"dilt-ckpt-sha256:"
+
+
+def save_checked(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` ``obj`` atomically behind a header holding the SHA-256 of its bytes."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(_MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n")
+            f.write(data)
+
+
+def load_checked(path: str | os.PathLike, map_location=None) -> Any:
+    """Load what :func:`save_checked` wrote (``weights_only=True``), refusing damaged bytes."""
+    import torch
+
+    raw = Path(path).read_bytes()
+    head, _, data = raw.partition(b"\n")
+    if not head.startswith(_MAGIC):
+        raise FileCheckError(f"{path}: not a dilt checkpoint (no checksum header); delete it to start over")
+    if hashlib.sha256(data).hexdigest().encode() != head[len(_MAGIC):]:
+        raise FileCheckError(f"{path}: checksum mismatch (damaged or truncated); delete it to start over")
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+def settings_hash(obj: Any) -> str:
+    """A short, stable hash of JSON-able settings (the provenance key of a result)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _json_default(o: Any) -> Any:
@@ -46,6 +125,6 @@ def _json_default(o: Any) -> Any:
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
+    if isinstance(o, (Path, tuple)):
+        return str(o) if isinstance(o, Path) else list(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

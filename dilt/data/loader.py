@@ -44,8 +44,11 @@ def batches(ds: Dataset, indices: np.ndarray | None, batch_size: int, *,
         for i in range(0, stop, batch_size):
             yield x[i:i + batch_size], y[i:i + batch_size]
         return
+    # the workers' random state (augmentation) derives from this generator: seeded per epoch,
+    # a resumed run replays the same augmentations
+    g = torch.Generator().manual_seed(int(shuffle_seed) if shuffle_seed is not None else 0)
     loader = DataLoader(Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, drop_last=drop_last,
+                        num_workers=num_workers, drop_last=drop_last, generator=g,
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     for x, y in loader:
         yield x, torch.as_tensor(y)

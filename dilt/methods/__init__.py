@@ -1,0 +1,90 @@
+"""The method registry: every way of finding a sparse network is one registered :class:`Method`.
+
+A method module (``dilt/methods/<name>.py``) registers itself with :func:`register_method` and
+implements ``find(job: MaskJob)``, which writes the *mask-run layout* through the job:
+
+    <out_dir>/<key>.safetensors    one mask per target sparsity (``job.write_mask``)
+    <out_dir>/own_<key>.json       the method's own trained result, where its protocol has one
+                                   (``job.write_record``: RigL's sparse-from-scratch run, ...)
+    <out_dir>/masks.json           the manifest, written last (``job.finish``): the run is complete
+
+The CLI, the rules, the config schema's enum and the report read this registry; nothing else
+spells a method's name. Kinds:
+
+* ``iterative``      train, prune, rewind, repeat (LTH, DiLT, COLT)
+* ``one-shot``       a mask at theta_0 from one look at the data (SNIP, GraSP, random)
+* ``dynamic``        sparse training that changes the mask while it trains (RigL)
+* ``post-training``  prune a trained dense model, then fine-tune (CAP)
+* ``structured``     remove whole heads / neurons / channels (SAViT): reported on a FLOPs axis
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dilt.methods.job import MaskJob
+
+KINDS = ("iterative", "one-shot", "dynamic", "post-training", "structured")
+NEEDS = ("theta0", "dense", "partitions")
+
+_REGISTRY: dict[str, "Method"] = {}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered way of finding sparse networks."""
+
+    name: str                                   # config and path name (lower case)
+    kind: str                                   # one of KINDS
+    display: str                                # name in tables and figures
+    find: Callable[["MaskJob"], None] | None    # writes the mask-run layout; None: derived (tickets)
+    needs: tuple[str, ...] = ("theta0",)        # subset of NEEDS
+    per_partition: bool = False                 # one job per partition (DiLT), not one per run
+    on_partitions: bool = False                 # runs on a partition scheme (COLT, DiLT)
+    retrain: bool = True                        # its unstructured masks are retrained from theta_0
+    options: dict = field(default_factory=dict)  # default options (``methods_options.<name>``)
+    cite: str = ""                              # the paper it implements
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"method {self.name}: kind {self.kind!r} is not one of {KINDS}")
+        bad = set(self.needs) - set(NEEDS)
+        if bad:
+            raise ValueError(f"method {self.name}: unknown need {sorted(bad)[0]!r}")
+
+
+def register_method(method: Method) -> Method:
+    if method.name in _REGISTRY and _REGISTRY[method.name] != method:
+        raise ValueError(f"method {method.name!r} is registered twice")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    _import_methods()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def method_names() -> list[str]:
+    _import_methods()
+    return sorted(_REGISTRY)
+
+
+def methods() -> list[Method]:
+    return [_REGISTRY[n] for n in method_names()]
+
+
+def _import_methods() -> None:
+    """Import every module of this package once (each registers its method)."""
+    import dilt.methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name != "job":
+            importlib.import_module(f"dilt.methods.{info.name}")
