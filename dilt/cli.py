@@ -33,26 +33,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check the workflow config and print the suite's grid")
     _common(p)
+    p.add_argument("--configfile", action="append", default=[], metavar="FILE",
+                   help="merged onto --config as Snakemake's --configfile does (repeatable)")
 
     p = sub.add_parser("init", help="write theta_0")
     _job(p, tag=False)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("imp", help="iterative magnitude pruning: lth, dilt (one partition) or colt")
+    from dilt.methods import method_names
+
+    p = sub.add_parser("find", help="find masks with a registered method (lth, dilt, colt, snip, ...)")
     _job(p)
-    p.add_argument("--method", choices=["lth", "dilt", "colt"], required=True)
-    p.add_argument("--part", type=int, default=None, help="partition k (1-based), for dilt")
+    p.add_argument("--method", choices=method_names(), required=True)
+    p.add_argument("--part", type=int, default=None, help="partition k (1-based), for per-partition methods (dilt)")
     p.add_argument("--theta0", required=True)
+    p.add_argument("--dense", default=None, help="trained dense weights, for post-training methods")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--provenance", default=None, help="the settings hash the workflow expects (checked)")
+
+    p = sub.add_parser("dense", help="train the dense reference from theta_0 and evaluate it")
+    _job(p, tag=False)
+    p.add_argument("--theta0", required=True)
+    p.add_argument("--out", required=True)
 
     p = sub.add_parser("tickets", help="core, specialist and union tickets from DiLT runs")
     _job(p)
     p.add_argument("--runs", nargs="+", required=True, help="the N partition run directories")
     p.add_argument("--out-dir", required=True)
 
-    p = sub.add_parser("retrain", help="retrain masks from theta_0 on the full data and evaluate")
+    p = sub.add_parser("retrain", help="retrain a mask run's masks from theta_0 on the full data and evaluate")
     _job(p)
-    p.add_argument("--source", required=True, help="'dense', an IMP run directory or a tickets directory")
+    p.add_argument("--source", required=True, help="a mask-run directory (a method's, or the DiLT tickets)")
     p.add_argument("--theta0", required=True)
     p.add_argument("--out", required=True)
 
@@ -71,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="results.csv, tables, figures or the paper")
     _common(p)
     p.add_argument("what", choices=["results", "tables", "figures", "analysis", "paper"])
+    p.add_argument("--records", nargs="*", default=None, help="the records.json files to aggregate")
+    p.add_argument("--imp", nargs="*", default=None, help="the imp_summary.json files of the IMP runs")
+    p.add_argument("--analyses", nargs="*", default=None, help="the analysis.json files")
     return ap
 
 
@@ -79,17 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     from dilt import config
 
     try:
-        suite = config.load(args.config, args.suite)
+        suite = config.load(args.config, args.suite, overrides=getattr(args, "configfile", []))
         import torch
 
         torch.set_num_threads(max(1, args.threads))
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         return _dispatch(args, suite)
-    except (config.ConfigError, FileNotFoundError, KeyError, ValueError) as e:
+    except (config.ConfigError, FileNotFoundError, KeyError, ValueError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"dilt {args.stage}: error: {msg}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # DivergenceError and other run-time failures, in one line
+        print(f"dilt {args.stage}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
+        return 3
 
 
 def _dispatch(args, suite) -> int:
@@ -97,15 +115,24 @@ def _dispatch(args, suite) -> int:
 
     s = args.stage
     if s == "validate":
-        spec = suite.spec
-        print(f"suite {suite.name}: models {list(spec['models'])}, datasets {spec['datasets']}, "
-              f"partitions {suite.partition_tags()}, sparsities {spec['sparsities']}, "
-              f"methods {spec['methods']}, seeds {spec['seeds']}")
+        from dilt import config
+
+        print(config.describe(suite))
     elif s == "init":
         jobs.init(suite, args.model, args.dataset, args.seed, args.out)
-    elif s == "imp":
-        jobs.imp(suite, args.model, args.dataset, args.seed, args.method, args.partition, args.part,
-                 args.theta0, args.out_dir, args.log)
+    elif s == "find":
+        from dilt import config, provenance as prov
+
+        if args.provenance is not None:  # the workflow's hash and the config this job reads agree
+            want = prov.digest(prov.find_settings(suite, args.method, args.model, args.dataset,
+                                                  args.seed, args.partition, args.part))
+            if want != args.provenance:
+                raise config.ConfigError(f"--provenance {args.provenance} does not match the config's "
+                                         f"settings ({want}); the resolved config is stale: rerun snakemake")
+        jobs.find(suite, args.method, args.model, args.dataset, args.seed, args.partition, args.part,
+                  args.theta0, args.out_dir, args.dense, args.log)
+    elif s == "dense":
+        jobs.dense(suite, args.model, args.dataset, args.seed, args.theta0, args.out, args.log)
     elif s == "tickets":
         jobs.tickets(suite, args.model, args.dataset, args.seed, args.partition, args.runs, args.out_dir)
     elif s == "retrain":
@@ -120,7 +147,7 @@ def _dispatch(args, suite) -> int:
     elif s == "report":
         from dilt import reporting
 
-        reporting.run(suite, args.what)
+        reporting.run(suite, args.what, args.records, args.imp, args.analyses)
     return 0
 
 

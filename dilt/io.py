@@ -34,6 +34,25 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_CRASH_COUNT: dict[str, int] = {}
+
+
+def _crash_point(path: Path) -> None:
+    """Crash tests only: with ``DILT_CRASH_AT=<substring>:<n>`` the process kills itself
+    (SIGKILL) at the n-th atomic write whose target contains <substring>, after the temporary
+    file is written and before it is renamed: the worst instant of a save."""
+    spec = os.environ.get("DILT_CRASH_AT")
+    if not spec:
+        return
+    needle, _, n = spec.rpartition(":")
+    if needle in str(path):
+        _CRASH_COUNT[needle] = _CRASH_COUNT.get(needle, 0) + 1
+        if _CRASH_COUNT[needle] == int(n):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the body succeeds, fsync it and rename it
@@ -46,6 +65,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        _crash_point(path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
@@ -54,12 +74,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def clean_orphans(directory: str | os.PathLike) -> int:
-    """Remove temporary files left in ``directory`` by a killed writer; return how many."""
+    """Remove temporary files left under ``directory`` by a killed writer; return how many."""
     d = Path(directory)
     if not d.is_dir():
         return 0
     n = 0
-    for p in d.glob(".*.tmp"):
+    for p in d.rglob(".*.tmp"):
         p.unlink(missing_ok=True)
         n += 1
     return n

@@ -1,28 +1,28 @@
-"""The work of each workflow job. Each function reads the files of earlier stages, does one
-stage for one (model, dataset, seed, partition) and writes its own files atomically; a
-restarted job reuses whatever the interrupted one finished."""
+"""The work of each workflow job. Each function reads the files of earlier stages (checking
+that they belong to this run: model, seed, theta_0, settings hash), does one stage for one
+(model, dataset, seed, partition) and writes its own files atomically; a restarted job reuses
+what the interrupted one finished, and only when its settings are unchanged."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dilt import provenance as prov
 from dilt.config import Suite
 from dilt.data import DataBundle, load_dataset
 from dilt.data.partition import Partition, make_partitions
-from dilt.io import read_json, write_json
+from dilt.io import FileCheckError, read_json, write_json
 from dilt.masks import Mask, random_like
-from dilt.models import build_model, prunable_names, weight_layers
+from dilt.methods import get_method
+from dilt.methods.job import MANIFEST, MaskJob
+from dilt.models import build_model, head_parameters, prunable_names, weight_layers
 from dilt.models.state import load_state, model_from_theta0, save_state
-from dilt.prune.imp import Part, mask_at_sparsity, run_imp
-from dilt.tickets import write_tickets
+from dilt.provenance import FULL, head_seed
 from dilt.train import Split, evaluate, train
-
-FULL = "full"  # partition tag of jobs on the whole training set (dense, LTH)
 
 
 def load_data(suite: Suite, dataset: str, seed: int) -> DataBundle:
@@ -36,9 +36,32 @@ def partitions(suite: Suite, bundle: DataBundle, tag: str, seed: int) -> list[Pa
     return make_partitions(bundle.train_targets, bundle.val_targets, bundle.num_classes, n, scheme, seed)
 
 
+PRUNE_OPTIONS = ("prune_first", "prune_head")
+
+
+def prune_options(suite: Suite, model: str) -> dict:
+    """The model's options that choose its prunable weights (the rest build the model)."""
+    return {k: v for k, v in suite.model_options(model).items() if k in PRUNE_OPTIONS}
+
+
+def build_options(suite: Suite, model: str) -> dict:
+    return {k: v for k, v in suite.model_options(model).items() if k not in PRUNE_OPTIONS}
+
+
+def new_model(suite: Suite, model: str, bundle: DataBundle):
+    """A fresh (randomly initialised) model with the suite's options for ``bundle``'s data."""
+    return build_model(model, bundle.num_classes, bundle.input_shape, **build_options(suite, model))
+
+
+def theta0_model(suite: Suite, model: str, theta0, bundle: DataBundle, num_classes: int | None = None,
+                 head_seed_: int = 0):
+    """A model holding theta_0 (a new head when ``num_classes`` differs from theta_0's)."""
+    return model_from_theta0(model, theta0, num_classes or bundle.num_classes, bundle.input_shape,
+                             head_seed_, options=build_options(suite, model))[0]
+
+
 def prunable(suite: Suite, model_name: str, bundle: DataBundle) -> list[str]:
-    model = build_model(model_name, bundle.num_classes, bundle.input_shape)
-    return prunable_names(model, **suite.model_options(model_name))
+    return prunable_names(new_model(suite, model_name, bundle), **prune_options(suite, model_name))
 
 
 def full_splits(bundle: DataBundle) -> tuple[Split, Split, Split]:
@@ -54,8 +77,24 @@ def test_splits(bundle: DataBundle, parts: list[Partition] | None) -> dict[str, 
     return out
 
 
-def head_seed(seed: int, k: int) -> int:
-    return seed * 1000 + k + 1
+def _check_theta0(path: str, model: str, seed: int, suite: Suite, dataset: str) -> str:
+    """theta_0's hash, after checking the file is the one this run's settings make."""
+    want = prov.digest(prov.init_settings(suite, model, dataset, seed))
+    _, meta = load_state(path, expect={"model": model, "seed": seed})
+    if meta.get("provenance") != want:
+        raise FileCheckError(f"{path}: theta_0 was made with other settings; rerun its init job")
+    return meta["hash"]
+
+
+def _source_manifest(run_dir: str | Path, expect: dict) -> dict:
+    """A mask run's manifest, refused unless complete and matching ``expect`` (provenance, ...)."""
+    path = Path(run_dir) / MANIFEST
+    manifest = read_json(path)
+    for key, want in expect.items():
+        if manifest.get(key) != want:
+            raise FileCheckError(f"{path}: {key} is {manifest.get(key)!r}, expected {want!r} "
+                                 "(stale or from another run); rerun the job that writes it")
+    return manifest
 
 
 # -- init -----------------------------------------------------------------------------------
@@ -63,45 +102,63 @@ def init(suite: Suite, model: str, dataset: str, seed: int, out: str) -> None:
     """theta_0 for (model, dataset, seed)."""
     bundle = load_data(suite, dataset, seed)
     torch.manual_seed(seed)
-    m = build_model(model, bundle.num_classes, bundle.input_shape)
-    save_state(out, m, model=model, dataset=dataset, seed=seed)
+    m = new_model(suite, model, bundle)
+    save_state(out, m, model=model, dataset=dataset, seed=seed,
+               provenance=prov.digest(prov.init_settings(suite, model, dataset, seed)))
 
 
-# -- IMP: lth / dilt (one partition) / colt -------------------------------------------------
+# -- mask finding: any registered method ----------------------------------------------------
+def find(suite: Suite, method: str, model: str, dataset: str, seed: int, tag: str, part: int | None,
+         theta0: str, out_dir: str, dense: str | None = None, log: str | None = None) -> dict:
+    """Run ``method`` and write its mask-run layout (masks per target, manifest last)."""
+    m = get_method(method)
+    if m.find is None:
+        raise ValueError(f"method {method!r} has no mask-finding job")
+    if m.per_partition and part is None:
+        raise ValueError(f"method {method!r} runs one job per partition: give --part")
+    _check_theta0(theta0, model, seed, suite, dataset)
+    settings = prov.find_settings(suite, method, model, dataset, seed, tag, part)
+    h = prov.claim_dir(out_dir, settings)
+    job = MaskJob(suite=suite, method=method, model=model, dataset=dataset, seed=seed,
+                  out_dir=Path(out_dir), theta0=Path(theta0), partition=tag, part=part,
+                  dense=Path(dense) if dense else None, log=log, provenance=h)
+    m.find(job)
+    return read_json(Path(out_dir) / MANIFEST)
+
+
+# kept for callers of the IMP stage by name
 def imp(suite: Suite, model: str, dataset: str, seed: int, method: str, tag: str, part: int | None,
         theta0: str, out_dir: str, log: str | None = None) -> dict:
-    bundle = load_data(suite, dataset, seed)
-    names = prunable(suite, model, bundle)
-    if method == "lth":
-        make = partial(model_from_theta0, model, theta0, bundle.num_classes, bundle.input_shape, 0)
-        tr, va, te = full_splits(bundle)
-        runs = [Part(lambda: make()[0], tr, va, te)]
-    else:
-        parts = partitions(suite, bundle, tag, seed)
-        chosen = parts if method == "colt" else [parts[part - 1]]
-        runs = [_partition_part(model, theta0, bundle, p, seed) for p in chosen]
-    theta_hash = load_state(theta0)[1].get("hash")
-    meta = {"method": method, "model": model, "dataset": dataset, "partition": tag if method != "lth" else "-",
-            "seed": seed, "part": part, "theta0": theta_hash}
-    return run_imp(runs, names, suite["sparsities"], suite["prune"]["rate"], suite.recipe(model, dataset),
-                   out_dir, seed=seed, rewind_epoch=suite["prune"]["rewind_epoch"], meta=meta,
-                   log_path=log, desc=f"{method} {model}/{dataset} s{seed} {tag}" + (f" p{part}" if part else ""))
-
-
-def _partition_part(model: str, theta0: str, bundle: DataBundle, p: Partition, seed: int) -> Part:
-    lmap = p.label_map if p.class_disjoint else None
-    classes = p.num_classes if p.class_disjoint else bundle.num_classes
-    test_idx = np.flatnonzero(np.isin(bundle.test_targets, p.classes))
-    return Part(lambda: model_from_theta0(model, theta0, classes, bundle.input_shape, head_seed(seed, p.index))[0],
-                Split(bundle.train, p.train_idx, lmap), Split(bundle.val, p.val_idx, lmap),
-                Split(bundle.test, test_idx, lmap))
+    return find(suite, method, model, dataset, seed, tag if method != "lth" else FULL, part,
+                theta0, out_dir, log=log)
 
 
 # -- tickets --------------------------------------------------------------------------------
 def tickets(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dirs: list[str],
             out_dir: str) -> dict:
-    meta = {"model": model, "dataset": dataset, "seed": seed, "partition": tag}
-    return write_tickets(run_dirs, suite["sparsities"], out_dir, seed=seed, meta=meta)
+    from dilt.tickets import write_tickets
+
+    n, _ = suite.partition(tag)
+    if len(run_dirs) != n:
+        raise ValueError(f"tickets {tag}: need the {n} partition runs, got {len(run_dirs)}")
+    theta = None
+    for k, d in enumerate(run_dirs, start=1):
+        want = prov.digest(prov.find_settings(suite, "dilt", model, dataset, seed, tag, k))
+        mf = _source_manifest(d, {"method": "dilt", "model": model, "seed": seed, "partition": tag,
+                                  "provenance": want})
+        if theta is not None and mf["theta0"] != theta:
+            raise FileCheckError(f"{d}: trained from another theta_0 than partition 1")
+        theta = mf["theta0"]
+    h = prov.claim_dir(out_dir, prov.tickets_settings(suite, model, dataset, seed, tag))
+    meta = {"model": model, "dataset": dataset, "seed": seed, "partition": tag, "theta0": theta,
+            "provenance": h, "method": "tickets"}
+    return write_tickets(run_dirs, suite["sparsities"], out_dir, seed=seed, meta=meta,
+                         random_controls=suite["prune"]["random_controls"],
+                         failed_floor=_failed_floor(suite))
+
+
+def _failed_floor(suite: Suite) -> float:
+    return float((suite.spec.get("flags") or {}).get("failed_run_fraction", 0.8))
 
 
 # -- retraining (experiments 1 and 3) and transfer (experiment 4) ---------------------------
@@ -116,100 +173,208 @@ class Entry:
     target_sparsity: float
     round: int
     trainings: int
+    epochs: float
     key: str                  # identical keys are trained once
     mask: Mask | None
+    flags: tuple[str, ...] = ()
 
 
-def method_entries(run_dir: str, method: str, targets, n_parallel: int, seed: int,
-                   random_controls: bool) -> list[Entry]:
-    """The masks of an IMP run (lth, colt) at each target sparsity, with random controls."""
-    out = []
-    for t in sorted(targets):
-        r, mask = mask_at_sparsity(run_dir, t)
-        out.append(Entry(method, "mask", "-", "ticket", t, r, n_parallel * r, f"{method}_r{r}", mask))
-        if random_controls:
-            g = torch.Generator().manual_seed(seed * 1009 + r * 31 + 977)
-            out.append(Entry(method, "mask", "-", "random", t, r, n_parallel * r,
-                             f"{method}_r{r}_random", random_like(mask, g)))
-    return out
-
-
-def ticket_entries(tickets_dir: str, random_controls: bool, only_mode: str | None = None,
-                   only_target: float | None = None) -> list[Entry]:
-    manifest = read_json(Path(tickets_dir) / "manifest.json")
-    n = manifest["n_partitions"]
+def manifest_entries(run_dir: str | Path, manifest: dict, seed: int, random_controls: bool,
+                     only_mode: str | None = None, only_target: float | None = None) -> list[Entry]:
+    """Retrainable entries of a mask run (a method's manifest or the DiLT tickets), with random
+    controls for iterative methods (the tickets list their own)."""
+    method = manifest["method"]
+    if method != "tickets" and not get_method(method).retrain:
+        return []
     cache: dict[str, Mask] = {}
     out = []
-    for e in manifest["tickets"]:
-        if (e["control"] == "random" and not random_controls) or (only_mode and e["mode"] != only_mode) \
-                or (only_target is not None and abs(e["target_sparsity"] - only_target) > 1e-9):
+    for e in manifest["masks"]:
+        mode = e.get("mode", "-")
+        if e.get("structured") or (only_mode and mode not in (only_mode, "-")) \
+                or (only_target is not None and abs(e["target_sparsity"] - only_target) > 1e-9) \
+                or (e["control"] == "random" and not random_controls):
             continue
-        key = e["file"].removesuffix(".safetensors")
-        if key not in cache:
-            cache[key] = Mask.load(Path(tickets_dir) / e["file"])
-        out.append(Entry("dilt", e["ticket"], e["mode"], e["control"], e["target_sparsity"], e["round"],
-                         n * e["round"], f"dilt_{key}", cache[key]))
+        if e["file"] not in cache:
+            cache[e["file"]] = Mask.load(Path(run_dir) / e["file"], expect={"seed": seed})
+        name = "dilt" if method == "tickets" else method
+        flags = tuple(e.get("flags", ()))
+        out.append(Entry(name, e["ticket"], mode, e["control"], e["target_sparsity"], e["round"],
+                         e.get("trainings", 0), e["epochs"], f"{name}_{e['key']}", cache[e["file"]], flags))
+        if method != "tickets" and random_controls and get_method(method).kind == "iterative":
+            g = torch.Generator().manual_seed(prov.control_seed(seed, e["round"], 977))
+            out.append(Entry(name, e["ticket"], mode, "random", e["target_sparsity"], e["round"],
+                             e.get("trainings", 0), e["epochs"], f"{name}_{e['key']}_random",
+                             random_like(cache[e["file"]], g), flags))
     return out
+
+
+def own_records(run_dir: str | Path, manifest: dict, *, model: str, dataset: str, seed: int,
+                partition: str, source_dataset: str, eval_prefix: str = "") -> list[dict]:
+    """Rows for a method's own protocol (RigL's sparse training, CAP's fine-tuning, SAViT)."""
+    rows = []
+    for e in manifest["masks"]:
+        if "own_result" not in e:
+            continue
+        res = read_json(Path(run_dir) / e["own_result"])
+        for split, value in res["test"].items():
+            rows.append(_row("retrain", model, dataset, source_dataset, partition, manifest["method"],
+                             e["ticket"], "-", "ticket", e["target_sparsity"], e["actual_sparsity"],
+                             e["round"], 0, e["epochs"], None, seed, split, value,
+                             res.get("best_epoch", -1), res.get("val_top1", float("nan")), "own",
+                             tuple(e.get("flags", ())), flops_ratio=res.get("flops_ratio")))
+    return rows
 
 
 def dense_entry() -> Entry:
-    return Entry("dense", "dense", "-", "ticket", 0.0, 0, 0, "dense", None)
+    return Entry("dense", "dense", "-", "ticket", 0.0, 0, 0, 0.0, "dense", None)
 
 
-def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataBundle, eval_splits: dict[str, Split],
-                  recipe, seed: int, work_dir: str, log: str | None, experiment: str, partition: str,
-                  source_dataset: str) -> list[dict]:
+def mask_flags(mask: Mask | None, model: torch.nn.Module | None = None) -> tuple[int, float, int, list[str]]:
+    """(min weights kept by a layer, min layer density, bottleneck layers, flags) of a mask. A
+    layer is a bottleneck when it keeps fewer weights than it has output units."""
+    if mask is None:
+        return -1, 1.0, 0, []
+    kept = {n: int(t.sum()) for n, t in mask.items()}
+    bottleneck = sum(1 for n, t in mask.items() if kept[n] < t.shape[0])
+    flags = (["collapsed"] if mask.empty_layers() else []) + (["bottleneck"] if bottleneck else [])
+    return min(kept.values()), min(mask.layer_density().values()), bottleneck, flags
+
+
+def _row(experiment, model, dataset, source_dataset, partition, method, ticket, mode, control,
+         target, actual, round_, trainings, epochs, mask, seed, split, value, best_epoch, val_top1,
+         protocol, extra_flags=(), flops_ratio=None) -> dict:
+    min_kept, min_density, bottleneck, flags = mask_flags(mask)
+    flags = sorted(set(flags) | set(extra_flags))
+    return {"experiment": experiment, "model": model, "dataset": dataset,
+            "source_dataset": source_dataset, "partition": partition, "method": method,
+            "ticket": ticket, "mode": mode, "control": control, "target_sparsity": target,
+            "actual_sparsity": actual, "round": round_, "trainings": trainings,
+            "empty_layers": len(mask.empty_layers()) if mask is not None else 0,
+            "min_layer_kept": min_kept, "collapsed": "collapsed" in flags, "seed": seed,
+            "split": split, "metric": "top1", "value": value, "best_epoch": best_epoch,
+            "val_top1": val_top1, "protocol": protocol, "epochs": float(epochs),
+            "min_layer_density": min_density, "bottleneck_layers": bottleneck,
+            "flags": ";".join(flags), "flops_ratio": 1.0 if flops_ratio is None else float(flops_ratio)}
+
+
+def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataBundle,
+                  eval_splits: dict[str, Split], recipe, seed: int, work_dir: str | Path,
+                  log: str | None, experiment: str, partition: str, source_dataset: str,
+                  provenance: str, start_from=None, save_weights: bool = False) -> list[dict]:
     """Train every distinct mask once (resumable per mask), evaluate it on ``eval_splits`` and
-    return one record per entry and split."""
+    return one record per entry and split. ``start_from(entry, model)`` may load other starting
+    weights into the fresh model (late rewinding)."""
     work = Path(work_dir)
     tr, va, _ = full_splits(bundle)
     records = []
     for e in entries:
         done = work / f"{e.key}.json"
-        if not done.exists():
+        if not done.exists() or read_json(done).get("provenance") != provenance:
             net = make_model()
+            if start_from is not None:
+                start_from(e, net)
             res = train(net, tr, va, recipe, mask=e.mask, seed=seed, checkpoint=work / f"{e.key}.ckpt",
-                        log_path=log, desc=f"{experiment} {e.key}")
+                        log_path=log, desc=f"{experiment} {e.key}",
+                        checkpoint_meta={"provenance": provenance, "key": e.key})
             scores = {name: evaluate(net, split, recipe) for name, split in eval_splits.items()}
-            write_json(done, {"best_epoch": res.best_epoch, "val_top1": res.best_val_top1, "test": scores})
+            if save_weights:
+                save_state(work / f"{e.key}.safetensors", net, seed=seed, provenance=provenance)
+            write_json(done, {"best_epoch": res.best_epoch, "val_top1": res.best_val_top1,
+                              "test": scores, "provenance": provenance})
             (work / f"{e.key}.ckpt").unlink(missing_ok=True)
         result = read_json(done)
-        empty = e.mask.empty_layers() if e.mask is not None else []
         for split, value in result["test"].items():
-            records.append({
-                "experiment": experiment, "model": model, "dataset": bundle.name,
-                "source_dataset": source_dataset, "partition": partition, "method": e.method,
-                "ticket": e.ticket, "mode": e.mode, "control": e.control,
-                "target_sparsity": e.target_sparsity,
-                "actual_sparsity": e.mask.sparsity if e.mask is not None else 0.0,
-                "round": e.round, "trainings": e.trainings, "empty_layers": len(empty),
-                "min_layer_kept": min(int(t.sum()) for t in e.mask.values()) if e.mask is not None else -1,
-                "collapsed": bool(empty), "seed": seed, "split": split, "metric": "top1",
-                "value": value, "best_epoch": result["best_epoch"], "val_top1": result["val_top1"]})
+            records.append(_row(experiment, model, bundle.name, source_dataset, partition, e.method,
+                                e.ticket, e.mode, e.control, e.target_sparsity,
+                                e.mask.sparsity if e.mask is not None else 0.0, e.round, e.trainings,
+                                e.epochs, e.mask, seed, split, value, result["best_epoch"],
+                                result["val_top1"], "retrain", e.flags))
     return records
+
+
+def _source_dir_entries(suite, source_dir, source, model, dataset, seed, tag, **kw):
+    """(manifest, entries) of a retrain/transfer source directory, after checking it."""
+    want = prov.digest(prov.source_settings(suite, source, model, dataset, seed, tag))
+    manifest = _source_manifest(source_dir, {"model": model, "seed": seed, "provenance": want})
+    return manifest, manifest_entries(source_dir, manifest, seed, suite["prune"]["random_controls"], **kw)
+
+
+def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: str,
+          log: str | None = None) -> None:
+    """The dense reference: trained once from theta_0; its weights are kept (post-training
+    methods start from them) and it is evaluated like every ticket."""
+    _check_theta0(theta0, model, seed, suite, dataset)
+    work = Path(out).parent
+    h = prov.claim_dir(work, prov.dense_settings(suite, model, dataset, seed))
+    bundle = load_data(suite, dataset, seed)
+    make = lambda: theta0_model(suite, model, theta0, bundle)  # noqa: E731
+    records = train_entries([dense_entry()], model=model, make_model=make, bundle=bundle,
+                            eval_splits=test_splits(bundle, None), recipe=suite.recipe(model, dataset),
+                            seed=seed, work_dir=work, log=log, experiment="retrain", partition="-",
+                            source_dataset=dataset, provenance=h, save_weights=True)
+    write_json(out, {"records": records, "provenance": h})
 
 
 def retrain(suite: Suite, model: str, dataset: str, seed: int, tag: str, source: str, theta0: str,
             out: str, log: str | None = None) -> None:
-    """Retrain from theta_0 on the full training set: the dense reference (source ``dense``), an
-    IMP run's masks (``lth``/``colt``: a run directory) or DiLT tickets (a tickets directory)."""
+    """Retrain a mask run's masks from theta_0 on the full training set and evaluate them on
+    T_full and T_k; a method's own protocol results (``own_*.json``) become rows too. With late
+    rewinding, IMP masks start from their source run's rewind point instead of theta_0."""
+    _check_theta0(theta0, model, seed, suite, dataset)
+    source_dir = Path(source)
+    name = source_dir.name
+    work = Path(out).parent
+    h = prov.claim_dir(work, prov.retrain_settings(suite, name, model, dataset, seed, tag))
     bundle = load_data(suite, dataset, seed)
-    randoms = suite["prune"]["random_controls"]
     parts = partitions(suite, bundle, tag, seed) if tag != FULL else None
-    if source == "dense":
-        entries = [dense_entry()]
-    elif (Path(source) / "manifest.json").exists():
-        entries = ticket_entries(source, randoms)
+    manifest, entries = _source_dir_entries(suite, source_dir, name, model, dataset, seed, tag)
+    partition = tag if tag != FULL else "-"
+    records = own_records(source_dir, manifest, model=model, dataset=dataset, seed=seed,
+                          partition=partition, source_dataset=dataset)
+    make = lambda: theta0_model(suite, model, theta0, bundle)  # noqa: E731
+    records += train_entries(entries, model=model, make_model=make, bundle=bundle,
+                             eval_splits=test_splits(bundle, parts), recipe=suite.recipe(model, dataset),
+                             seed=seed, work_dir=work / "runs", log=log, experiment="retrain",
+                             partition=partition, source_dataset=dataset, provenance=h,
+                             start_from=_rewind_start(suite, source_dir, manifest))
+    write_json(out, {"records": records, "provenance": h})
+
+
+def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
+    """With late rewinding (rewind_epoch > 0) an IMP ticket is retrained from its source run's
+    rewind point (Frankle et al. 2020; OpenLTH), not theta_0. LTH: its run's point (head
+    included). COLT and the DiLT tickets: the partition runs' points share theta_0 and differ by
+    a few epochs on different classes; spec_k starts from run k's point, core, union and COLT's
+    mask from their mean; the head (trained on a partition's classes) stays theta_0's."""
+    if suite["prune"]["rewind_epoch"] <= 0:
+        return None
+    method = manifest["method"]
+    if method == "tickets":
+        files = sorted((source_dir.parent / "dilt").glob("p*/rewind.safetensors"))
+    elif get_method(method).kind == "iterative":
+        files = sorted(source_dir.glob("rewind*.safetensors"))
     else:
-        method = read_json(Path(source) / "imp_summary.json")["method"]
-        n_parallel = len(parts) if method == "colt" else 1
-        entries = method_entries(source, method, suite["sparsities"], n_parallel, seed, randoms)
-    make = lambda: model_from_theta0(model, theta0, bundle.num_classes, bundle.input_shape, 0)[0]  # noqa: E731
-    records = train_entries(entries, model=model, make_model=make, bundle=bundle,
-                            eval_splits=test_splits(bundle, parts), recipe=suite.recipe(model, dataset),
-                            seed=seed, work_dir=Path(out).parent / "runs", log=log, experiment="retrain",
-                            partition=tag if tag != FULL else "-", source_dataset=dataset)
-    write_json(out, {"records": records})
+        return None
+    if not files:
+        raise FileCheckError(f"{source_dir}: late rewinding is on but no rewind point is on disk")
+    states = [load_state(f)[0] for f in files]
+    keep_head = method == "lth"
+
+    def mean(chosen):
+        return {k: (sum(s[k].double() for s in chosen) / len(chosen)).to(chosen[0][k].dtype)
+                if chosen[0][k].is_floating_point() else chosen[0][k] for k in chosen[0]}
+    avg = mean(states)
+
+    def start(entry: Entry, net: torch.nn.Module) -> None:
+        if entry.method == "dense":
+            return
+        k = int(entry.ticket[4:]) if entry.ticket.startswith("spec") and method == "tickets" else None
+        point = states[k - 1] if k else avg
+        head = set() if keep_head else set(head_parameters(net))
+        own = net.state_dict()
+        net.load_state_dict({n: (point[n] if n in point and n not in head and point[n].shape == t.shape
+                                 else t) for n, t in own.items()})
+    return start
 
 
 def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target: str, sources: list[str],
@@ -217,24 +382,23 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
     """Experiment 4: masks found on ``dataset`` applied to a new initialisation theta'_0 and
     trained on ``target``."""
     t = suite.transfer_sparsity
-    randoms = suite["prune"]["random_controls"]
+    names = [s if s == "dense" else Path(s).name for s in sources]
+    work = Path(out).parent
+    h = prov.claim_dir(work, prov.transfer_settings(suite, names, model, dataset, seed, tag, target))
     src = load_data(suite, dataset, seed)
     bundle = load_data(suite, target, seed)
     entries = []
-    for s in sources:
+    for s, name in zip(sources, names):
         if s == "dense":
             entries.append(dense_entry())
-        elif (Path(s) / "manifest.json").exists():
-            entries += ticket_entries(s, randoms, only_mode="source-matched", only_target=t)
         else:
-            summary = read_json(Path(s) / "imp_summary.json")
-            n = sum(1 for r in summary["rounds"] if r["round"] == 0)  # models per round
-            entries += method_entries(s, summary["method"], [t], n, seed, randoms)
-    init_seed = seed + suite.spec.get("transfer", {}).get("init_seed_offset", 1000)
+            entries += _source_dir_entries(suite, s, name, model, dataset, seed, tag,
+                                           only_mode="source-matched", only_target=t)[1]
+    init_seed = prov.transfer_init_seed(suite, seed)
 
     def make():
         torch.manual_seed(init_seed)
-        return build_model(model, bundle.num_classes, bundle.input_shape)
+        return new_model(suite, model, bundle)
 
     # masks cover the body only (the head is never pruned by default), so they fit the new head
     shapes = Mask.ones(make(), prunable(suite, model, src)).shapes
@@ -243,9 +407,9 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
             raise ValueError(f"transfer {dataset}->{target}: mask {e.key} does not fit {model} on {target}")
     records = train_entries(entries, model=model, make_model=make, bundle=bundle,
                             eval_splits={"full": Split(bundle.test)}, recipe=suite.recipe(model, target),
-                            seed=seed, work_dir=Path(out).parent / "runs", log=log, experiment="transfer",
-                            partition=tag if tag != FULL else "-", source_dataset=dataset)
-    write_json(out, {"records": records})
+                            seed=seed, work_dir=work / "runs", log=log, experiment="transfer",
+                            partition=tag if tag != FULL else "-", source_dataset=dataset, provenance=h)
+    write_json(out, {"records": records, "provenance": h})
 
 
 # -- functional analysis (experiment 2) -----------------------------------------------------
@@ -253,7 +417,13 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
             theta0: str, out: str) -> None:
     from dilt.analysis import run_analysis
     from dilt.analysis.features import probe_indices
+    from dilt.data.loader import batches
+    from dilt.prune.imp import mask_at_sparsity
 
+    _check_theta0(theta0, model, seed, suite, dataset)
+    for k, d in enumerate(run_dirs, start=1):
+        want = prov.digest(prov.find_settings(suite, "dilt", model, dataset, seed, tag, k))
+        _source_manifest(d, {"method": "dilt", "seed": seed, "partition": tag, "provenance": want})
     cfg = dict(suite.spec.get("analysis", {}))
     bundle = load_data(suite, dataset, seed)
     parts = partitions(suite, bundle, tag, seed)
@@ -264,19 +434,18 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
     for p, d in zip(parts, run_dirs):
         r, mask = mask_at_sparsity(d, sparsity)
         classes = p.num_classes if p.class_disjoint else bundle.num_classes
-        net = model_from_theta0(model, theta0, classes, bundle.input_shape, head_seed(seed, p.index))[0]
-        state, meta = load_state(Path(d) / f"weights_r{r}.safetensors")
+        net = theta0_model(suite, model, theta0, bundle, classes, head_seed(seed, p.index))
+        state, meta = load_state(Path(d) / f"weights_r{r}.safetensors", expect={"seed": seed})
         net.load_state_dict(state)
         models.append(net)
         masks.append(mask)
         # features are cached beside the weights, keyed by everything they depend on
         key = f"{meta.get('hash')}_{cfg.get('probe_split', 'test')}{len(idx)}_{cfg.get('reduce', 'gap')}{cfg.get('proj_dim', 256)}"
         caches.append(str(Path(d) / f"features_r{r}_{key}.npz"))
-    from dilt.data.loader import batches
-
     probe_x = torch.cat([x for x, _ in batches(ds, idx, 512)])
     result = run_analysis(models, masks, probe_x, weight_layers(models[0]), {**cfg, "seed": seed},
                           feature_cache=caches)
     result["meta"] = {"model": model, "dataset": dataset, "seed": seed, "partition": tag,
-                      "sparsity": sparsity, "round": r, "probe_size": int(len(idx))}
+                      "sparsity": sparsity, "round": r, "probe_size": int(len(idx)),
+                      "provenance": prov.digest(prov.analysis_settings(suite, model, dataset, seed, tag))}
     write_json(out, result)

@@ -117,6 +117,10 @@ class Mask(Mapping[str, torch.Tensor]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    def content_hash(self) -> str:
+        """A short hash of the names, shapes and kept positions (stored in saved masks)."""
+        return state_hash(self._t)
+
     def isdisjoint(self, other: "Mask") -> bool:
         return (self & other).kept == 0
 
@@ -140,7 +144,7 @@ class Mask(Mapping[str, torch.Tensor]):
     def save(self, path: str | os.PathLike, **metadata: object) -> None:
         """Write the mask atomically as safetensors with JSON metadata (model, theta_0 hash, ...)."""
         meta = {"format": FORMAT, "sparsity": f"{self.sparsity:.8f}",
-                "shapes": json.dumps(self.shapes)}
+                "shapes": json.dumps(self.shapes), "content": self.content_hash()}
         meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
         with atomic_path(path) as tmp:
             save_file({n: t.contiguous() for n, t in self._t.items()}, str(tmp), metadata=meta)
@@ -168,13 +172,21 @@ class Mask(Mapping[str, torch.Tensor]):
     def load_with_metadata(cls, path: str | os.PathLike) -> tuple["Mask", dict[str, str]]:
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            order = json.loads(meta["shapes"]).keys() if "shapes" in meta else f.keys()
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                order = json.loads(meta["shapes"]).keys() if "shapes" in meta else f.keys()
+            tensors = load_file(str(path))
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # safetensors reports truncation and garbage in many ways
+            raise MaskError(f"{path}: unreadable mask file ({type(e).__name__}); delete it to recompute") from None
         if meta.get("format") != FORMAT:
             raise MaskError(f"{path}: not a dilt mask (format {meta.get('format')!r})")
-        tensors = load_file(str(path))
-        return cls({n: tensors[n] for n in order}), meta
+        mask = cls({n: tensors[n] for n in order})
+        if mask.content_hash() != meta.get("content"):
+            raise MaskError(f"{path}: content does not match its checksum (damaged); delete it to recompute")
+        return mask, meta
 
 
 # -- N-ary algebra ---------------------------------------------------------------------------

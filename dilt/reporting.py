@@ -8,34 +8,39 @@ from dilt.config import Suite
 from dilt.io import read_json
 
 
-def analyses(suite: Suite) -> dict[str, list[dict]]:
-    """Analysis results on disk, grouped by 'model / dataset / partition' (one dict per seed)."""
+def analyses(suite: Suite, files=None) -> dict[str, list[dict]]:
+    """The declared analysis results (``files``; all on disk when None), grouped by
+    'model / dataset / partition' (one dict per seed)."""
     groups: dict[str, list[dict]] = {}
-    for path in sorted(suite.results_dir.glob("*/*/seed*/*/analysis.json")):
+    paths = sorted(suite.results_dir.glob("*/*/seed*/*/analysis.json")) if files is None else files
+    for path in paths:
         a = read_json(path)
         m = a.get("meta", {})
         groups.setdefault(f"{m.get('model')} / {m.get('dataset')} / {m.get('partition')}", []).append(a)
     return groups
 
 
-def run(suite: Suite, what: str) -> None:
+def run(suite: Suite, what: str, records=None, imp=None, analysis_files=None) -> None:
+    """One report step. ``records`` / ``imp`` / ``analysis_files``: the files the config declares
+    (the workflow passes them); nothing else on disk enters the report."""
     from dilt.report import aggregate
 
     res = suite.results_dir
-    csv = res / "results.csv"
+    csv, imp_csv = res / "results.csv", res / "imp_rounds.csv"
     tables, figures = Path("tables") / suite.name, Path("figures") / suite.name
     if what == "results":
-        aggregate.write_results_csv(res, csv)
+        aggregate.write_results_csv(res if records is None else records, csv)
+        aggregate.write_imp_csv(res if imp is None else imp, imp_csv)
     elif what == "tables":
         from dilt.report import analysis_tables, tables as t
 
-        t.write_tables(csv, res, tables, suite.name)
-        analysis_tables.write_exp2_blocks(analyses(suite), tables / "exp2_blocks.tex")
+        t.write_tables(csv, imp_csv, tables, suite.name)
+        analysis_tables.write_exp2_blocks(analyses(suite, analysis_files), tables / "exp2_blocks.tex")
     elif what == "figures":
         from dilt.report import analysis_figures, figures as f
 
-        f.write_figures(csv, res, figures)
-        groups = analyses(suite)
+        f.write_figures(csv, imp_csv, figures)
+        groups = analyses(suite, analysis_files)
         chosen = _figure_groups(groups)
         analysis_figures.write_fig1(chosen, figures / "fig1_gw_heatmap")
         analysis_figures.write_fig2(chosen, figures / "fig2_layer_clusters")
@@ -43,8 +48,8 @@ def run(suite: Suite, what: str) -> None:
     elif what == "paper":
         from dilt.report import analysis_tables, paper
 
-        extra = analysis_tables.exp2_findings(analyses(suite))
-        if paper.build_paper(suite.name, root=".", extra_findings=extra) is None:
+        extra = analysis_tables.exp2_findings(analyses(suite, analysis_files))
+        if paper.build_paper(suite.name, root=".", extra_findings=extra, results_csv=csv) is None:
             # asked for the PDF explicitly (`snakemake paper`) on a machine without TeX
             raise FileNotFoundError(paper.TEX_HINT)
 

@@ -8,7 +8,9 @@ For every target sparsity t and ticket (core, spec_k, union):
   closest to t, so that it can be compared with other methods at (nearly) equal sparsity.
 
 Every ticket gets a ``random`` control with the same number of weights in every layer.
-Identical masks (the same ticket from the same round) are written once.
+Identical masks (the same ticket from the same round) are written once. Tickets of a round at
+or after one where a partition run failed (its validation accuracy fell below a stated fraction
+of its dense round's) carry the flag ``failed_source``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-from dilt.io import write_json
+from dilt.io import read_json, write_json
+from dilt.methods.job import MANIFEST
+from dilt.provenance import control_seed
 from dilt.masks import Mask, random_like, tickets
 from dilt.prune.imp import all_masks, round_at_sparsity
 
@@ -42,35 +46,59 @@ def select(table: list[dict[str, Mask]], partition_masks: list[Mask], target: fl
     raise ValueError(f"unknown ticket mode {mode!r}; known: {', '.join(MODES)}")
 
 
+def _failed_rounds(run_dir: str | os.PathLike, floor: float) -> int | None:
+    """The first round whose validation accuracy fell below ``floor`` times round 0's (the dense
+    model's) on the run's own partition, or None: tickets from that round on carry a flag."""
+    rounds = sorted(read_json(Path(run_dir) / "imp_summary.json")["rounds"], key=lambda r: r["round"])
+    dense = rounds[0]["val_top1"]
+    return next((r["round"] for r in rounds if r["val_top1"] < floor * dense), None)
+
+
 def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float],
-                  out_dir: str | os.PathLike, *, seed: int, meta: dict) -> dict:
-    """Write every ticket and its random control to ``out_dir``; return the manifest."""
+                  out_dir: str | os.PathLike, *, seed: int, meta: dict, random_controls: bool = True,
+                  failed_floor: float = 0.8) -> dict:
+    """Write every ticket (and its random control) to ``out_dir`` and the manifest
+    ``masks.json`` in the mask-run layout; return the manifest."""
     out = Path(out_dir)
     per_part = [all_masks(d) for d in run_dirs]
     table = ticket_table(per_part)
     part_masks = per_part[0][:len(table)]
     part_sparsity = [m.sparsity for m in part_masks]
+    failed = [_failed_rounds(d, failed_floor) for d in run_dirs]
+    epochs = [read_json(Path(d) / MANIFEST)["masks"] for d in run_dirs]
+    epochs_per_round = _epochs_per_round(epochs[0])
     names = list(table[0])
     entries, written = [], {}
     for t in sorted(targets):
         for mode in MODES:
             for name in names:
                 r = select(table, part_masks, t, name, mode)
-                for control in ("ticket", "random"):
+                flags = ["failed_source"] if any(f is not None and f <= r for f in failed) else []
+                for control in ("ticket", "random") if random_controls else ("ticket",):
                     key = f"{name}_r{r}" + ("_random" if control == "random" else "")
                     if key not in written:
                         mask = table[r][name]
                         if control == "random":
-                            g = torch.Generator().manual_seed(seed * 1009 + r * 31 + names.index(name))
+                            g = torch.Generator().manual_seed(control_seed(seed, r, names.index(name)))
                             mask = random_like(mask, g)
                         mask.save(out / f"{key}.safetensors", ticket=name, round=r, control=control, **meta)
                         written[key] = mask
                     mask = written[key]
-                    entries.append({"ticket": name, "mode": mode, "control": control,
-                                    "target_sparsity": t, "round": r, "file": f"{key}.safetensors",
-                                    "actual_sparsity": mask.sparsity,
-                                    "empty_layers": mask.empty_layers()})
+                    entries.append({"key": f"{key}_{mode}_s{t:g}", "file": f"{key}.safetensors",
+                                    "ticket": name, "mode": mode, "control": control,
+                                    "target_sparsity": t, "round": r,
+                                    "actual_sparsity": mask.sparsity, "trainings": len(run_dirs) * r,
+                                    "epochs": len(run_dirs) * r * epochs_per_round,
+                                    "empty_layers": mask.empty_layers(), "flags": flags})
     manifest = {**meta, "n_partitions": len(run_dirs), "partition_sparsity_by_round": part_sparsity,
-                "tickets": entries}
-    write_json(out / "manifest.json", manifest)
+                "failed_from_round": failed, "masks": entries}
+    write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _epochs_per_round(entries: list[dict]) -> float:
+    """Training epochs of one IMP round, read off a partition run's manifest."""
+    for e in entries:
+        if e["round"] > 0:
+            return e["epochs"] / e["round"]
+    return 0.0

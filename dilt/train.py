@@ -125,7 +125,10 @@ class Sparsifier:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned (called after ``setup`` on resume)."""
+        """Restore what :meth:`state_dict` returned: after ``setup`` on resume, and at the end of
+        training with the best validation epoch's state (so ``mask`` matches the returned
+        weights). The state holds tensors, numbers, strings, lists and dicts only (it is
+        checkpointed with ``weights_only=True``)."""
 
 
 class FixedMask(Sparsifier):
@@ -208,7 +211,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     steps_per_epoch = math.ceil(n_train / recipe.batch_size)
     sparsifier.setup(model, opt, steps_per_epoch * recipe.epochs)
 
-    start, best_epoch, best_val, best_state, history = 0, -1, -1.0, None, []
+    start, best_epoch, best_val, best_state, best_sparse, history = 0, -1, -1.0, None, None, []
     ckpt = Path(checkpoint) if checkpoint else None
     meta = json.dumps(checkpoint_meta or {}, sort_keys=True)
     if ckpt is not None and ckpt.exists():
@@ -220,6 +223,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
         sparsifier.load_state_dict(state["sparsifier"])
         start, best_epoch, best_val = state["epoch"] + 1, state["best_epoch"], state["best_val"]
         best_state, history = state["best_state"], json.loads(state["history"])
+        best_sparse = state["best_sparsifier"]
     else:
         sparsifier.after_step(-1)
 
@@ -241,7 +245,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):
-                raise DivergenceError(f"{desc}: loss is {float(loss)} at epoch {epoch}, step {step} "
+                raise DivergenceError(f"{desc}: loss is {float(loss.detach())} at epoch {epoch}, step {step} "
                                       f"(lr {recipe.lr_at(epoch):g}); nothing of this run is marked done")
             loss.backward()
             if recipe.grad_clip > 0:
@@ -255,6 +259,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
         if val > best_val:
             best_epoch, best_val = epoch, val
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_sparse = _clone(sparsifier.state_dict())
         row = {"epoch": epoch, "lr": recipe.lr_at(epoch), "train_loss": total / max(seen, 1),
                "val_top1": val, "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
@@ -267,14 +272,16 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
             save_checked(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                 "sparsifier": sparsifier.state_dict(), "meta": meta,
                                 "epoch": epoch, "best_epoch": best_epoch, "best_val": best_val,
-                                "best_state": best_state, "history": json.dumps(history)})
+                                "best_state": best_state, "best_sparsifier": best_sparse,
+                                "history": json.dumps(history)})
         if bar is not None:
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val:.3f}")
             bar.update(1)
     if bar is not None:
         bar.close()
-    if best_state is not None:
+    if best_state is not None:  # the returned weights and the sparsifier's mask: the best epoch's
         model.load_state_dict(best_state)
+        sparsifier.load_state_dict(best_sparse)
     return TrainResult(best_epoch, best_val, recipe.epochs, history)
 
 
@@ -298,6 +305,17 @@ def evaluate(model: nn.Module, split: Split, recipe: Recipe) -> float:
     """Top-1 accuracy on ``split``."""
     pred, true = predict(model, split, recipe)
     return float((pred == true).mean()) if len(true) else float("nan")
+
+
+def _clone(obj):
+    """A deep copy of a state dict of tensors / lists / dicts / scalars."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
 
 
 def _label_map(label_map: np.ndarray | None, device: torch.device) -> torch.Tensor | None:

@@ -1,30 +1,11 @@
-# Shared definitions: the resolved config every job reads, paths, resources.
-import json
-import os
-
+# Shared definitions: the resolved config every job reads, paths, resources, provenance.
 import yaml
 
 RESOLVED = f"{R}/config.resolved.yaml"
-
-
-def _write_resolved():
-    """Write the validated config for the jobs; rewrite only when it changed (keeps mtimes)."""
-    text = yaml.safe_dump(CFG, sort_keys=False)
-    if os.path.exists(RESOLVED) and open(RESOLVED).read() == text:
-        return
-    os.makedirs(os.path.dirname(RESOLVED), exist_ok=True)
-    tmp = RESOLVED + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, RESOLVED)
-
-
-_write_resolved()
-
 PY = sys.executable
 DILT = f"{PY} -m dilt"
-ARGS = f"--config {RESOLVED} --suite {SUITE}"
 RUN = R + "/{model}/{dataset}/seed{seed}"
+METHODS = "|".join(method_names())
 
 wildcard_constraints:
     model="[A-Za-z0-9_]+",
@@ -33,6 +14,21 @@ wildcard_constraints:
     seed=r"\d+",
     k=r"\d+",
     tag="full|[a-z]+[0-9]+",
+
+
+rule resolved_config:
+    """The validated config the jobs read, written by a job (never at parse time). Jobs take it
+    as an `ancient` input: a config edit reruns only the jobs whose provenance changed."""
+    output: RESOLVED
+    params: digest=PROV.digest(CFG)
+    log: LOGS + "/resolved_config.log"
+    run:
+        from dilt.io import write_text
+        write_text(output[0], yaml.safe_dump(CFG, sort_keys=False))
+
+
+ARGS = f"--config {RESOLVED} --suite {SUITE}"
+CONF = ancient(RESOLVED)
 
 
 def res(stage):
@@ -46,3 +42,9 @@ def res(stage):
 def grid(pattern, **extra):
     """``pattern`` expanded over the suite's models, datasets and seeds (and ``extra``)."""
     return expand(pattern, model=list(S["models"]), dataset=S["datasets"], seed=S["seeds"], **extra)
+
+
+def prov(fn):
+    """A rule param: the provenance hash of the job's settings (edits rerun exactly the jobs
+    whose settings changed)."""
+    return lambda wc: PROV.digest(fn(wc))

@@ -1,67 +1,64 @@
-# Retraining every mask from theta_0 (experiments 1 and 3), transfer (experiment 4) and the
+# Retraining every mask run from theta_0 (experiments 1 and 3), transfer (experiment 4) and the
 # functional analysis of the DiLT partition models (experiment 2).
 
-SOURCES = {"dense": "full", "lth": "full", "colt": None, "tickets": None}
 
-
-def retrain_source(wc):
-    base = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}"
-    return {"dense": [], "lth": [f"{base}/lth/imp_summary.json"],
-            "colt": [f"{base}/colt/imp_summary.json"],
-            "tickets": [f"{base}/tickets/manifest.json"]}[wc.source]
+def retrain_settings(wc):
+    return PROV.retrain_settings(SUITE_OBJ, wc.source, wc.model, wc.dataset, int(wc.seed), wc.tag)
 
 
 rule retrain:
     input:
+        conf=CONF,
         theta0=RUN + "/theta0.safetensors",
-        source=retrain_source,
-    output: RUN + "/{tag}/{source,dense|lth|colt|tickets}/retrain/records.json"
+        source=RUN + "/{tag}/{source}/masks.json",
+    output: RUN + "/{tag}/{source}/retrain/records.json"
+    wildcard_constraints: source=f"tickets|{METHODS}"
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/retrain_{source}.jsonl"
+    params:
+        prov=prov(retrain_settings),
+        src=lambda wc, input: os.path.dirname(input.source),
     resources: **res("retrain")
     threads: 1
-    params:
-        src=lambda wc, input: "dense" if wc.source == "dense" else os.path.dirname(input.source[0]),
-    shell: "{DILT} retrain {ARGS} --partition {wildcards.tag} --source {params.src} "
-           "--model {wildcards.model} --dataset {wildcards.dataset} --seed {wildcards.seed} "
-           "--theta0 {input.theta0} --out {output} --log {log} --threads {threads} 2> {log}.err"
+    shell: "{DILT} retrain {ARGS} --partition {wildcards.tag:q} --source {params.src:q} "
+           "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
+           "--theta0 {input.theta0:q} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
 
 
 def transfer_sources(wc):
     base = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}"
-    if wc.tag == "full":
-        return [f"{base}/lth/imp_summary.json"] if "lth" in S["methods"] else []
-    out = []
-    if "colt" in S["methods"]:
-        out.append(f"{base}/colt/imp_summary.json")
-    if "dilt" in S["methods"]:
-        out.append(f"{base}/tickets/manifest.json")
-    return out
+    return [f"{base}/{s}/masks.json" for s in W.transfer_sources(S, wc.tag) if s != "dense"]
 
 
 rule transfer:
-    input: transfer_sources
+    input:
+        conf=CONF,
+        sources=transfer_sources,
     output: RUN + "/{tag}/transfer/{target}/records.json"
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/transfer_{target}.jsonl"
+    params:
+        prov=prov(lambda wc: PROV.transfer_settings(SUITE_OBJ, W.transfer_sources(S, wc.tag), wc.model,
+                                                    wc.dataset, int(wc.seed), wc.tag, wc.target)),
+        src=lambda wc, input: (["dense"] if wc.tag == "full" else [])
+                              + [os.path.dirname(p) for p in input.sources],
     resources: **res("transfer")
     threads: 1
-    params:
-        src=lambda wc, input: " ".join((["dense"] if wc.tag == "full" else [])
-                                       + [os.path.dirname(p) for p in input]),
-    shell: "{DILT} transfer {ARGS} --partition {wildcards.tag} --target {wildcards.target} "
-           "--sources {params.src} --model {wildcards.model} --dataset {wildcards.dataset} "
-           "--seed {wildcards.seed} --out {output} --log {log} --threads {threads} 2> {log}.err"
+    shell: "{DILT} transfer {ARGS} --partition {wildcards.tag:q} --target {wildcards.target:q} "
+           "--sources {params.src:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
+           "--seed {wildcards.seed} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
 
 
 rule analyze:
     input:
+        conf=CONF,
         theta0=RUN + "/theta0.safetensors",
         runs=dilt_runs,
     output: RUN + "/{tag}/analysis.json"
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/analyze.log"
+    params:
+        prov=prov(lambda wc: PROV.analysis_settings(SUITE_OBJ, wc.model, wc.dataset, int(wc.seed), wc.tag)),
+        runs=lambda wc, input: [os.path.dirname(p) for p in input.runs],
     resources: **res("analyze")
     threads: S.get("analysis", {}).get("n_jobs", 1)
-    params:
-        runs=lambda wc, input: " ".join(os.path.dirname(p) for p in input.runs),
-    shell: "{DILT} analyze {ARGS} --partition {wildcards.tag} --runs {params.runs} "
-           "--model {wildcards.model} --dataset {wildcards.dataset} --seed {wildcards.seed} "
-           "--theta0 {input.theta0} --out {output} --threads {threads} > {log} 2>&1"
+    shell: "{DILT} analyze {ARGS} --partition {wildcards.tag:q} --runs {params.runs:q} "
+           "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
+           "--theta0 {input.theta0:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

@@ -1,59 +1,98 @@
-# Mask finding: theta_0, then IMP per method (DiLT: one job per partition), then DiLT tickets.
+# Mask finding: theta_0, the dense reference, every registered method (DiLT: one job per
+# partition), then the DiLT tickets.
 
 
 rule init:
+    input: CONF
     output: RUN + "/theta0.safetensors"
     log: LOGS + "/{model}/{dataset}/seed{seed}/init.log"
+    params: prov=prov(lambda wc: PROV.init_settings(SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)))
     resources: **res("init")
-    shell: "{DILT} init {ARGS} --model {wildcards.model} --dataset {wildcards.dataset} "
-           "--seed {wildcards.seed} --out {output} > {log} 2>&1"
+    shell: "{DILT} init {ARGS} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
+           "--seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
 
 
-rule lth:
-    input: RUN + "/theta0.safetensors"
-    output: RUN + "/full/lth/imp_summary.json"
-    log: LOGS + "/{model}/{dataset}/seed{seed}/full/lth.jsonl"
+rule dense:
+    input:
+        conf=CONF,
+        theta0=RUN + "/theta0.safetensors",
+    output:
+        records=RUN + "/full/dense/records.json",
+    log: LOGS + "/{model}/{dataset}/seed{seed}/dense.jsonl"
+    params: prov=prov(lambda wc: PROV.dense_settings(SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)))
+    resources: **res("retrain")
+    threads: 1
+    shell: "{DILT} dense {ARGS} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
+           "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output.records:q} "
+           "--log {log:q} --threads {threads} 2> {log:q}.err"
+
+
+def find_inputs(wc):
+    ins = {"conf": CONF, "theta0": f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/theta0.safetensors"}
+    if "dense" in get_method(wc.method).needs:
+        ins["dense"] = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/full/dense/records.json"
+    return ins
+
+
+def find_settings(wc):
+    return PROV.find_settings(SUITE_OBJ, wc.method, wc.model, wc.dataset, int(wc.seed), wc.tag)
+
+
+rule find:
+    """One mask run of a registered method (not per partition): LTH, COLT, SNIP, GraSP, random,
+    RigL, CAP, SAViT."""
+    input: unpack(find_inputs)
+    output: RUN + "/{tag}/{method}/masks.json"
+    wildcard_constraints: method=METHODS
+    log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/{method}.jsonl"
+    params:
+        prov=prov(find_settings),
+        dense=lambda wc, input: f"--dense {os.path.dirname(input.dense)}/dense.safetensors"
+            if "dense" in input.keys() else "",
+        out=lambda wc, output: os.path.dirname(output[0]),
     resources: **res("imp")
     threads: 1
-    shell: "{DILT} imp {ARGS} --method lth --model {wildcards.model} --dataset {wildcards.dataset} "
-           "--seed {wildcards.seed} --theta0 {input} --out-dir $(dirname {output}) --log {log} "
-           "--threads {threads} 2> {log}.err"
+    shell: "{DILT} find {ARGS} --method {wildcards.method:q} --partition {wildcards.tag:q} "
+           "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
+           "--theta0 {input.theta0:q} {params.dense} --out-dir {params.out:q} "
+           "--provenance {params.prov} --log {log:q} --threads {threads} 2> {log:q}.err"
 
 
 rule dilt_partition:
-    input: RUN + "/theta0.safetensors"
-    output: RUN + "/{tag}/dilt/p{k}/imp_summary.json"
+    """One of DiLT's N independent IMP runs (partition k)."""
+    input:
+        conf=CONF,
+        theta0=RUN + "/theta0.safetensors",
+    output: RUN + "/{tag}/dilt/p{k}/masks.json"
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/dilt_p{k}.jsonl"
+    params:
+        prov=prov(lambda wc: PROV.find_settings(SUITE_OBJ, "dilt", wc.model, wc.dataset, int(wc.seed),
+                                                wc.tag, int(wc.k))),
+        out=lambda wc, output: os.path.dirname(output[0]),
     resources: **res("imp")
     threads: 1
-    shell: "{DILT} imp {ARGS} --method dilt --partition {wildcards.tag} --part {wildcards.k} "
-           "--model {wildcards.model} --dataset {wildcards.dataset} --seed {wildcards.seed} "
-           "--theta0 {input} --out-dir $(dirname {output}) --log {log} --threads {threads} 2> {log}.err"
-
-
-rule colt:
-    input: RUN + "/theta0.safetensors"
-    output: RUN + "/{tag}/colt/imp_summary.json"
-    log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/colt.jsonl"
-    resources: **res("imp")
-    threads: 1
-    shell: "{DILT} imp {ARGS} --method colt --partition {wildcards.tag} --model {wildcards.model} "
-           "--dataset {wildcards.dataset} --seed {wildcards.seed} --theta0 {input} "
-           "--out-dir $(dirname {output}) --log {log} --threads {threads} 2> {log}.err"
+    shell: "{DILT} find {ARGS} --method dilt --partition {wildcards.tag:q} --part {wildcards.k} "
+           "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
+           "--theta0 {input.theta0:q} --out-dir {params.out:q} --provenance {params.prov} "
+           "--log {log:q} --threads {threads} 2> {log:q}.err"
 
 
 def dilt_runs(wc):
-    return [f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}/dilt/p{k}/imp_summary.json"
+    return [f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}/dilt/p{k}/masks.json"
             for k in range(1, NPART[wc.tag] + 1)]
 
 
 rule tickets:
-    input: dilt_runs
-    output: RUN + "/{tag}/tickets/manifest.json"
+    input:
+        conf=CONF,
+        runs=dilt_runs,
+    output: RUN + "/{tag}/tickets/masks.json"
     log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/tickets.log"
-    resources: **res("tickets")
     params:
-        runs=lambda wc, input: " ".join(os.path.dirname(p) for p in input),
-    shell: "{DILT} tickets {ARGS} --partition {wildcards.tag} --model {wildcards.model} "
-           "--dataset {wildcards.dataset} --seed {wildcards.seed} --runs {params.runs} "
-           "--out-dir $(dirname {output}) > {log} 2>&1"
+        prov=prov(lambda wc: PROV.tickets_settings(SUITE_OBJ, wc.model, wc.dataset, int(wc.seed), wc.tag)),
+        runs=lambda wc, input: [os.path.dirname(p) for p in input.runs],
+        out=lambda wc, output: os.path.dirname(output[0]),
+    resources: **res("tickets")
+    shell: "{DILT} tickets {ARGS} --partition {wildcards.tag:q} --model {wildcards.model:q} "
+           "--dataset {wildcards.dataset:q} --seed {wildcards.seed} --runs {params.runs:q} "
+           "--out-dir {params.out:q} > {log:q} 2>&1"

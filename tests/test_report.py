@@ -24,7 +24,9 @@ def _row(**kw) -> dict:
            "partition": "-", "method": "dense", "ticket": "dense", "mode": "-",
            "control": "ticket", "target_sparsity": 0.0, "actual_sparsity": 0.0, "round": 0,
            "trainings": 1, "empty_layers": 0, "min_layer_kept": 5, "collapsed": False, "seed": 0, "split": "full",
-           "metric": "top1", "value": 0.9, "best_epoch": 5, "val_top1": 0.9}
+           "metric": "top1", "value": 0.9, "best_epoch": 5, "val_top1": 0.9, "protocol": "retrain",
+           "epochs": 0.0, "min_layer_density": 0.5, "bottleneck_layers": 0, "flags": "",
+           "flops_ratio": 1.0}
     row.update(kw)
     return row
 

@@ -67,8 +67,9 @@ def test_killed_imp_job_resumes_to_identical_masks(tiny_suite, tmp_path, monkeyp
     def crashing_train(*args, **kw):
         calls["n"] += 1
         if calls["n"] == 2:  # die in the middle of round 1, after one epoch was checkpointed
-            def die(epoch, model):
-                raise Killed
+            def die(epoch, model):  # the hook runs before the epoch's checkpoint: epoch 0 is saved
+                if epoch == 1:
+                    raise Killed
             kw["on_epoch_end"] = die
         return real_train(*args, **kw)
     monkeypatch.setattr(imp, "train", crashing_train)

@@ -74,7 +74,7 @@ def test_figures_target_retrains_nothing(finished_run):
     shutil.rmtree(wd / "figures")
     out = snakemake(wd, "figures")   # no --cores: the default profile supplies it
     assert "rule figures" in out or "localrule figures" in out
-    for rule in ("init", "lth", "dilt_partition", "colt", "retrain", "transfer", "analyze"):
+    for rule in ("init", "dense", "find", "dilt_partition", "tickets", "retrain", "transfer", "analyze"):
         assert f"rule {rule}:" not in out and f"localrule {rule}:" not in out
     assert (wd / "figures" / "tiny" / "fig1_gw_heatmap.pdf").exists()
 

@@ -46,6 +46,7 @@ class Method:
     per_partition: bool = False                 # one job per partition (DiLT), not one per run
     on_partitions: bool = False                 # runs on a partition scheme (COLT, DiLT)
     retrain: bool = True                        # its unstructured masks are retrained from theta_0
+    vit_only: bool = False                      # runs on vision transformers only (SAViT)
     options: dict = field(default_factory=dict)  # default options (``methods_options.<name>``)
     cite: str = ""                              # the paper it implements
 

@@ -69,10 +69,9 @@ class MaskJob:
 
     def theta0_model(self) -> nn.Module:
         """A fresh model holding theta_0 (full label space)."""
-        from dilt.models.state import model_from_theta0
+        from dilt.jobs import theta0_model
 
-        b = self.bundle
-        return model_from_theta0(self.model, self.theta0, b.num_classes, b.input_shape, 0)[0]
+        return theta0_model(self.suite, self.model, self.theta0, self.bundle)
 
     def dense_model(self) -> nn.Module:
         """The trained dense reference of this seed (post-training methods start from it)."""

@@ -70,3 +70,5 @@ def head_parameters(model: nn.Module) -> list[str]:
 def _import_models() -> None:
     from dilt.models import small  # noqa: F401
     from dilt.models import timm_models  # noqa: F401
+    from dilt.models import colt_models  # noqa: F401
+    from dilt.models import vit  # noqa: F401

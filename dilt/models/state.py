@@ -25,20 +25,37 @@ def save_state(path: str | os.PathLike, net: nn.Module, **metadata: object) -> s
     return digest
 
 
-def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-    return load_file(str(path)), meta
+def load_state(path: str | os.PathLike, *, expect: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read weights written by :func:`save_state`, refusing a damaged file (its content hash)
+    or one whose metadata differs from ``expect`` (e.g. ``{"seed": 0, "model": "cnn"}``)."""
+    from dilt.io import FileCheckError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        state = load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated or not a safetensors file
+        raise FileCheckError(f"{path}: unreadable weights file ({type(e).__name__}); delete it to recompute") from None
+    if "hash" in meta and state_hash(state) != meta["hash"]:
+        raise FileCheckError(f"{path}: content does not match its checksum (damaged); delete it to recompute")
+    for key, want in (expect or {}).items():
+        got = meta.get(key)
+        want_s = want if isinstance(want, str) else json.dumps(want)
+        if got != want_s:
+            raise FileCheckError(f"{path}: {key} is {got}, expected {want_s} (a file of another run)")
+    return state, meta
 
 
 def model_from_theta0(name: str, theta0_path: str | os.PathLike, num_classes: int,
-                      input_shape, head_seed: int) -> tuple[nn.Module, str]:
+                      input_shape, head_seed: int, options: dict | None = None) -> tuple[nn.Module, str]:
     """A model initialised with theta_0. When ``num_classes`` differs from theta_0's head (a
     partition model sees |Y_k| classes), the head alone is freshly initialised with
     ``head_seed``; every other weight is theta_0's. Returns the model and theta_0's hash."""
     state, meta = load_state(theta0_path)
     torch.manual_seed(head_seed)
-    model = build_model(name, num_classes, input_shape)
+    model = build_model(name, num_classes, input_shape, **(options or {}))
     own = model.state_dict()
     head = set(head_parameters(model))
     load = {k: v for k, v in state.items() if not (k in head and own[k].shape != v.shape)}

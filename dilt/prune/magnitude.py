@@ -42,6 +42,8 @@ def magnitudes(model: nn.Module, mask: Mask) -> torch.Tensor:
     flat = []
     for name, m in mask.items():
         w = params[name].detach().abs().float().cpu().flatten()
+        if not bool(torch.isfinite(w[m.flatten()]).all()):
+            raise ValueError(f"weights of {name} are not finite (the training diverged); refusing to prune")
         flat.append(torch.where(m.flatten(), w, torch.full_like(w, -1.0)))
     return torch.cat(flat)
 

@@ -21,16 +21,18 @@ from dilt.io import atomic_path
 COLUMNS = ["experiment", "model", "dataset", "source_dataset", "partition", "method", "ticket",
            "mode", "control", "target_sparsity", "actual_sparsity", "round", "trainings",
            "empty_layers", "min_layer_kept", "collapsed", "seed", "split", "metric", "value", "best_epoch",
-           "val_top1"]
+           "val_top1", "protocol", "epochs", "min_layer_density", "bottleneck_layers", "flags",
+           "flops_ratio"]
 
 # Columns that identify one evaluation; two rows sharing them would be double-counted seeds.
 KEY = ["experiment", "model", "dataset", "source_dataset", "partition", "method", "ticket",
-       "mode", "control", "target_sparsity", "seed", "split", "metric"]
+       "mode", "control", "target_sparsity", "protocol", "seed", "split", "metric"]
 
 _STR = ["experiment", "model", "dataset", "source_dataset", "partition", "method", "ticket",
-        "mode", "control", "split", "metric"]
-_INT = ["round", "trainings", "empty_layers", "min_layer_kept", "seed", "best_epoch"]
-_FLOAT = ["target_sparsity", "actual_sparsity", "value", "val_top1"]
+        "mode", "control", "split", "metric", "protocol"]
+_INT = ["round", "trainings", "empty_layers", "min_layer_kept", "seed", "best_epoch", "bottleneck_layers"]
+_FLOAT = ["target_sparsity", "actual_sparsity", "value", "val_top1", "epochs", "min_layer_density",
+          "flops_ratio"]
 
 IMP_COLUMNS = ["method", "model", "dataset", "partition", "seed", "part", "round", "sparsity",
                "val_top1", "test_top1", "epochs"]
@@ -54,6 +56,8 @@ def _check_row(row: object, path: Path, i: int) -> None:
     for k in _FLOAT:
         if isinstance(row[k], bool) or not isinstance(row[k], numbers.Real):
             raise ValueError(f"{where}: key {k!r} must be a number, got {row[k]!r}")
+    if not isinstance(row["flags"], str):
+        raise ValueError(f"{where}: key 'flags' must be a string, got {row['flags']!r}")
     if not isinstance(row["collapsed"], bool):
         raise ValueError(f"{where}: key 'collapsed' must be true/false, got {row['collapsed']!r}")
     if not 0.0 <= row["value"] <= 1.0:
@@ -73,14 +77,15 @@ def _records(path: Path) -> list:
     return data["records"]
 
 
-def collect(results_dir: str | Path) -> pd.DataFrame:
-    """All rows of every ``records.json`` under ``results_dir``, validated, as one DataFrame.
+def collect(record_files) -> pd.DataFrame:
+    """All rows of the given ``records.json`` files (the ones the config declares; a directory
+    means every file under it), validated, as one DataFrame.
 
     Rows that repeat another row exactly (the same job output found twice) are kept once; two
     rows with the same key but different values raise ValueError naming both files.
     """
     rows, origin = [], []
-    for path in sorted(Path(results_dir).rglob("records.json")):
+    for path in _files(record_files, "records.json"):
         for i, row in enumerate(_records(path)):
             _check_row(row, path, i)
             rows.append(row)
@@ -98,11 +103,17 @@ def collect(results_dir: str | Path) -> pd.DataFrame:
     return df.sort_values(KEY, kind="stable").reset_index(drop=True)
 
 
-def write_results_csv(results_dir: str | Path, out_csv: str | Path) -> Path:
-    """Write :func:`collect` of ``results_dir`` to ``out_csv`` atomically; return the path."""
-    df = collect(results_dir)
+def _files(given, name: str) -> list[Path]:
+    if isinstance(given, (str, Path)):
+        return sorted(Path(given).rglob(name))
+    return [Path(p) for p in given]
+
+
+def write_results_csv(record_files, out_csv: str | Path) -> Path:
+    """Write :func:`collect` of ``record_files`` to ``out_csv`` atomically; return the path."""
+    df = collect(record_files)
     if df.empty:
-        print(f"warning: no records.json rows under {results_dir}; writing an empty table")
+        print("warning: no records rows; writing an empty table")
     with atomic_path(out_csv) as tmp:
         df.to_csv(tmp, index=False)
     return Path(out_csv)
@@ -113,13 +124,20 @@ def read_results(results_csv: str | Path) -> pd.DataFrame:
     df = pd.read_csv(results_csv, keep_default_na=False, na_values={"value": [""]},
                      dtype={k: str for k in _STR})
     df["collapsed"] = df["collapsed"].astype(str).str.lower().eq("true")
+    if "flags" in df:
+        df["flags"] = df["flags"].astype(str).replace("nan", "")
     return df
 
 
-def collect_imp(results_dir: str | Path) -> pd.DataFrame:
-    """One row per IMP round of every ``imp_summary.json`` under ``results_dir``."""
+def collect_imp(summaries) -> pd.DataFrame:
+    """One row per IMP round of the given ``imp_summary.json`` files (a directory: all under it;
+    a CSV written by :func:`write_imp_csv`: read back)."""
+    if isinstance(summaries, (str, Path)) and str(summaries).endswith(".csv"):
+        df = pd.read_csv(summaries, keep_default_na=False, na_values={"part": [""]})
+        df["partition"] = df["partition"].astype(str)
+        return df
     rows = []
-    for path in sorted(Path(results_dir).rglob("imp_summary.json")):
+    for path in _files(summaries, "imp_summary.json"):
         data = json.loads(path.read_text())
         try:
             head = {k: data[k] for k in ("method", "model", "dataset", "partition", "seed")}
@@ -132,3 +150,12 @@ def collect_imp(results_dir: str | Path) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=IMP_COLUMNS)
     df["partition"] = df["partition"].fillna("-").astype(str)
     return df
+
+
+def write_imp_csv(summaries, out_csv: str | Path) -> Path:
+    """The IMP rounds of the declared runs as a CSV beside results.csv (tables and figures read
+    it instead of searching the results tree)."""
+    df = collect_imp(summaries)
+    with atomic_path(out_csv) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(out_csv)

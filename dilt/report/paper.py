@@ -280,7 +280,8 @@ def write_suite_tex(suite: str, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "") -> Path | None:
+def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "",
+                results_csv: str | Path | None = None) -> Path | None:
     """Write suite.tex and findings.tex under paper/<suite>/ and compile paper/<suite>/main.pdf.
 
     Raises FileNotFoundError naming every missing input; returns None (one printed line) when
@@ -288,7 +289,7 @@ def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "") ->
     """
     root = Path(root)
     missing = [str(p) for p in required_inputs(suite, root) if not p.exists()]
-    results_csv = root / "results" / suite / "results.csv"
+    results_csv = Path(results_csv) if results_csv is not None else root / "results" / suite / "results.csv"
     out_dir = root / "paper" / suite
     if not results_csv.exists() and not (out_dir / "findings.tex").exists():
         missing.append(str(results_csv))

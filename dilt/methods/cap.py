@@ -1,0 +1,94 @@
+"""CAP: gradual correlation-aware pruning of the trained dense model, then fine-tuning
+(Kuznedelev et al., NeurIPS 2023). The pruner is :mod:`dilt.prune.cap`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from dilt.masks import Mask
+from dilt.methods import Method, register_method
+from dilt.prune.cap import PAPER, cap_prune, empirical_fisher, sparsity_schedule
+
+_INTS = ("num_grads", "grad_batch", "fisher_block", "steps", "prune_every")
+
+
+def check_options(opts: dict) -> dict:
+    """The options, checked; an error names the offending key and value."""
+    def bad(key, want):
+        return ValueError(f"method_options.cap.{key}: must be {want}, got {opts.get(key)!r}")
+
+    for key in _INTS:
+        v = opts.get(key)
+        low = 0 if key == "steps" else 1
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise bad(key, f"an integer >= {low}")
+    for key in ("damp", "init_sparsity"):
+        v = opts.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+            raise bad(key, "a positive number")
+    if not opts["init_sparsity"] < 1:
+        raise bad("init_sparsity", "below 1")
+    lr = opts.get("lr")
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0):
+        raise bad("lr", "a positive number or null (the recipe's)")
+    return opts
+
+
+def gradient_batches(split, num_grads: int, grad_batch: int, seed: int):
+    """``num_grads`` batches of ``grad_batch`` training examples drawn without replacement
+    (with replacement only when the split is smaller), labels mapped like the training loop."""
+    from dilt.data.loader import batches
+
+    pool = np.arange(len(split.dataset)) if split.indices is None else np.asarray(split.indices)
+    need = num_grads * grad_batch
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(pool, need, replace=need > len(pool))
+    lmap = None if split.label_map is None else torch.as_tensor(split.label_map)
+    for x, y in batches(split.dataset, idx, grad_batch):
+        yield x, (y if lmap is None else lmap[y])
+
+
+def _seed(job_seed: int, target: float, step: int) -> int:
+    return int(job_seed) * 1_000_003 + int(round(target * 1e6)) * 101 + step
+
+
+def find(job) -> None:
+    """For every target: gradual CAP from the dense model (prune, fine-tune, repeat), then one
+    mask and the fine-tuned model's own accuracy."""
+    from dilt.train import resolve_device
+
+    opts = check_options(job.options)
+    recipe = job.recipe
+    tune = dataclasses.replace(recipe, epochs=opts["prune_every"], warmup_epochs=0,
+                               lr=opts["lr"] or recipe.lr)
+    train_split = job.splits()[0]
+    device = resolve_device(recipe.device)
+    for t in job.targets:
+        model = job.dense_model().to(device)
+        mask = Mask.ones(model, job.prunable)
+        plan = sparsity_schedule(t, opts["init_sparsity"], opts["steps"])
+        losses = []
+        for i, s in enumerate(plan):
+            grads = gradient_batches(train_split, opts["num_grads"], opts["grad_batch"],
+                                     _seed(job.seed, t, i))
+            fisher = empirical_fisher(model, job.prunable, grads, opts["fisher_block"], mask)
+            mask, estimate = cap_prune(model, mask, fisher, s, opts["damp"])
+            del fisher
+            losses.append(sum(estimate.values()))
+            job.train(model, name=f"s{t:g}_step{i}", mask=mask, recipe=tune)
+        epochs = recipe.epochs + len(plan) * tune.epochs
+        extra = {"schedule": plan, "obs_loss": losses, "layer_density": mask.layer_density()}
+        key = job.write_mask(mask, t, epochs=epochs, extra=extra)
+        job.write_record(key, job.evaluate(model), target=t, actual_sparsity=mask.sparsity,
+                         epochs=epochs, extra={"schedule": plan})
+    job.finish(options={k: opts[k] for k in sorted(opts)})
+
+
+register_method(Method(
+    name="cap", kind="post-training", display="CAP", find=find, needs=("theta0", "dense"),
+    options={**PAPER, "lr": None},
+    cite="Kuznedelev, Kurtic, Frantar, Alistarh. CAP: Correlation-Aware Pruning for "
+         "Highly-Accurate Sparse Vision Models. NeurIPS 2023"))

@@ -1,0 +1,36 @@
+"""GraSP: one-shot pruning at initialisation that preserves gradient flow (Wang et al., ICLR 2020)."""
+
+from __future__ import annotations
+
+from dilt.masks import Mask
+from dilt.methods import Method, register_method
+from dilt.prune.pai import grasp_batches, grasp_scores, mask_from_scores, option
+
+# The authors' defaults (Alecwangcq/GraSP: CIFAR configs samples_per_class=10, num_iters=1, T=200).
+DEFAULTS = {"samples_per_class": 10, "num_iters": 1, "T": 200.0}
+
+
+def find(job) -> None:
+    """Score theta_0 once; one mask per target keeping the smallest -theta * Hg (the original
+    removes the largest)."""
+    from dilt.train import resolve_device
+
+    opts = job.options
+    per_class = option(opts, "grasp", "samples_per_class")
+    iters = option(opts, "grasp", "num_iters")
+    T = option(opts, "grasp", "T", float, 1e-6)
+    model = job.theta0_model().to(resolve_device(job.recipe.device))
+    x, y = job.class_balanced_batch(per_class * iters)
+    scores = grasp_scores(model, grasp_batches(x, y, iters), job.prunable, T)
+    like = Mask.ones(model, job.prunable)
+    for t in job.targets:
+        job.write_mask(mask_from_scores(scores, like, t, keep="smallest"), t, epochs=0)
+    job.finish(scoring_examples=len(y), samples_per_class=per_class, num_iters=iters, T=T,
+               mode="train")
+
+
+register_method(Method(
+    name="grasp", kind="one-shot", display="GraSP", find=find, needs=("theta0",),
+    options=dict(DEFAULTS),
+    cite="Wang, Zhang, Grosse. Picking Winning Tickets Before Training by Preserving Gradient "
+         "Flow. ICLR 2020"))

@@ -1,0 +1,93 @@
+"""SAViT: structure-aware ViT pruning by collaborative importance (Zheng et al., NeurIPS 2022).
+
+Prunes the trained dense ViT of the seed to each FLOPs target (heads, MLP neurons and embedding
+dims, by the second-order joint importance of :mod:`dilt.prune.savit`), fine-tunes the physically
+smaller model and records its accuracy on a FLOPs axis. ``flops_keep``: the kept fractions of the
+dense FLOPs; ``"sparsities"`` maps each suite sparsity s to a kept fraction 1 - s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from dilt.methods import Method, register_method
+from dilt.methods.job import mask_key
+from dilt.prune import savit as sv
+
+OPTIONS = {"flops_keep": [0.5], "per_class": 32, "batch_size": 64, "curvature": "hessian",
+           "tolerance": 0.01, "finetune_epochs": None}
+
+
+def flops_keeps(opts: dict, targets) -> list[float]:
+    """The kept FLOPs fractions to prune to, from ``flops_keep`` (a list, or "sparsities")."""
+    keep = opts["flops_keep"]
+    if keep == "sparsities":
+        keep = [round(1.0 - float(s), 6) for s in targets]
+    if not isinstance(keep, (list, tuple)) or not keep:
+        raise sv.SAViTError(f"savit: flops_keep {keep!r} must be a non-empty list or 'sparsities'")
+    for k in keep:
+        if not isinstance(k, (int, float)) or not 0.0 < k <= 1.0:
+            raise sv.SAViTError(f"savit: flops_keep value {k!r} must be in (0, 1]")
+    return sorted({float(k) for k in keep}, reverse=True)
+
+
+def _check(opts: dict) -> None:
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise sv.SAViTError(f"savit: unknown option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+    for key in ("per_class", "batch_size"):
+        if not isinstance(opts[key], int) or opts[key] < 1:
+            raise sv.SAViTError(f"savit: option {key} = {opts[key]!r} must be a positive integer")
+    ft = opts["finetune_epochs"]
+    if ft is not None and (not isinstance(ft, int) or ft < 0):
+        raise sv.SAViTError(f"savit: option finetune_epochs = {ft!r} must be a non-negative integer")
+
+
+def find(job) -> None:
+    """Score the dense model once; per FLOPs target: select, shrink, fine-tune, record."""
+    from dilt.train import resolve_device
+
+    opts = job.options
+    _check(opts)
+    keeps = flops_keeps(opts, job.targets)
+    device = resolve_device(job.recipe.device)
+    dense = job.dense_model().to(device)
+    sv.check_vit(dense)
+    x, y = job.class_balanced_batch(opts["per_class"])
+    bs = opts["batch_size"]
+    batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]
+    g, h = sv.gate_taylor(dense, batches, curvature=opts["curvature"])
+    dense_flops = sv.vit_flops(dense)
+    recipe = job.recipe
+    if opts["finetune_epochs"] is not None:
+        recipe = dataclasses.replace(recipe, epochs=opts["finetune_epochs"])
+    for keep_frac in keeps:
+        keep = sv.select(dense, g, h, keep_frac, tolerance=opts["tolerance"])
+        target = round(1.0 - keep_frac, 6)          # FLOPs reduction, not a weight sparsity
+        key = mask_key(target)
+        wmask = sv.weight_mask(dense, keep, job.prunable)
+        flops = sv.vit_flops(dense, keep)
+        extra = {"structured": True, "axis": "flops", "flops_keep": keep_frac, "flops": flops,
+                 "flops_dense": dense_flops, "flops_ratio": flops / dense_flops,
+                 "predicted_loss_change": sv.joint_cost(g, h, ~keep.flat()), **keep.counts()}
+        job.write_mask(wmask, target, epochs=0, extra=extra)
+        small = sv.shrink(dense, keep)
+        if recipe.epochs > 0:
+            job.train(small, name=key, recipe=recipe)
+        small.eval()
+        with torch.no_grad():
+            scores = job.evaluate(small)
+        job.write_record(key, scores, target=target, actual_sparsity=wmask.sparsity,
+                         epochs=recipe.epochs, extra={**extra, "params": sv.param_count(small),
+                                                      "params_dense": sv.param_count(dense)})
+    job.finish(scoring_examples=len(y), per_class=opts["per_class"], curvature=opts["curvature"],
+               flops_dense=dense_flops, axis="flops")
+
+
+register_method(Method(
+    name="savit", kind="structured", display="SAViT", find=find, needs=("theta0", "dense"),
+    retrain=False, options=dict(OPTIONS),
+    cite="Zheng, Li, Zhang, Yang, Tan, Xiao, Ren, Pu. SAViT: Structure-Aware Vision Transformer "
+         "Pruning via Collaborative Optimization. NeurIPS 2022"))

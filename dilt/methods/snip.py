@@ -1,0 +1,30 @@
+"""SNIP: one-shot pruning at initialisation by connection sensitivity (Lee et al., ICLR 2019)."""
+
+from __future__ import annotations
+
+from dilt.masks import Mask
+from dilt.methods import Method, register_method
+from dilt.prune.pai import mask_from_scores, option, snip_scores
+
+
+def find(job) -> None:
+    """Score theta_0 once on a class-balanced batch; one mask per target (largest |g * theta|)."""
+    from dilt.train import resolve_device
+
+    opts = job.options
+    per_class = option(opts, "snip", "per_class")
+    chunk = option(opts, "snip", "chunk")
+    model = job.theta0_model().to(resolve_device(job.recipe.device))
+    x, y = job.class_balanced_batch(per_class)
+    scores = snip_scores(model, x, y, job.prunable, chunk=chunk)
+    like = Mask.ones(model, job.prunable)
+    for t in job.targets:
+        job.write_mask(mask_from_scores(scores, like, t, keep="largest"), t, epochs=0)
+    job.finish(scoring_examples=len(y), per_class=per_class, mode="eval")
+
+
+register_method(Method(
+    name="snip", kind="one-shot", display="SNIP", find=find, needs=("theta0",),
+    options={"per_class": 10, "chunk": 256},
+    cite="Lee, Ajanthan, Torr. SNIP: Single-shot Network Pruning based on Connection "
+         "Sensitivity. ICLR 2019"))

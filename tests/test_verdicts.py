@@ -1,0 +1,326 @@
+"""Verdicts: density matching, flags, paired statistics and declared claims on synthetic data."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from dilt.report import verdicts as V
+
+BASE = {"experiment": "retrain", "model": "mlp", "dataset": "digits", "source_dataset": "digits",
+        "partition": "contiguous2", "method": "dilt", "ticket": "core", "mode": "source-matched",
+        "control": "ticket", "target_sparsity": 0.9, "actual_sparsity": 0.9, "round": 3,
+        "trainings": 6, "empty_layers": 0, "min_layer_kept": 10, "collapsed": False, "seed": 0,
+        "split": "full", "metric": "top1", "value": 0.9, "best_epoch": 1, "val_top1": 0.9,
+        "protocol": "retrain", "epochs": 36.0, "min_layer_density": 0.1,
+        "bottleneck_layers": 0, "flags": ""}
+
+UNION_CORE = {"id": "H1", "text": "union beats core.", "expect": "greater",
+              "where": {"experiment": "retrain", "split": "full", "metric": "top1",
+                        "control": "ticket", "method": "dilt", "partition": "experts"},
+              "compare": {"a": {"ticket": "union"}, "b": {"ticket": "core"}},
+              "same": ["partition"]}
+
+
+def frame(*rows):
+    return pd.DataFrame([{**BASE, **r} for r in rows])
+
+
+def union_core(diffs, core=0.8, sparsity=(0.9, 0.9), **union_extra):
+    """Union and core of seeds 0.. with union - core = diffs (fractions)."""
+    rows = []
+    for s, d in enumerate(diffs):
+        rows.append({"ticket": "core", "seed": s, "value": core, "actual_sparsity": sparsity[1]})
+        rows.append({"ticket": "union", "seed": s, "value": core + d,
+                     "actual_sparsity": sparsity[0], **union_extra})
+    return frame(*rows)
+
+
+def one(df, claim=UNION_CORE, **kw):
+    out = V.evaluate_claims(df, [claim], num_classes=10, **kw)
+    assert len(out) == 1
+    return out[0]
+
+
+# ---------------------------------------------------------------- paired statistics
+
+def test_t_interval_equals_scipy():
+    d = np.array([1.0, 2.5, 0.7, 1.9])
+    r = V.paired(d)
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / math.sqrt(4)
+    assert r["mean"] == pytest.approx(d.mean())
+    assert (r["lo"], r["hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert r["verdict"] == "supported" and r["n"] == 4
+
+
+@pytest.mark.parametrize("diffs, expect, verdict", [
+    ([-3.0, -2.0, -2.5], "greater", "refuted"),
+    ([2.0, -1.0, 0.5], "greater", "inconclusive"),          # crosses 0
+    ([5.0, 6.0], "greater", "inconclusive"),                 # two seeds only
+    ([-3.0, -2.0, -2.5], "less", "supported"),
+    ([-0.2, 0.1, -0.1], "competitive", "supported"),         # lower end above -1
+    ([-3.0, -2.5, -2.8], "competitive", "refuted"),          # upper end below -1
+])
+def test_paired_verdicts(diffs, expect, verdict):
+    margin = 1.0 if expect == "competitive" else 0.0
+    assert V.paired(diffs, expect=expect, margin=margin)["verdict"] == verdict
+
+
+def test_flagged_input_is_never_support():
+    r = V.paired([5.0, 6.0, 7.0], flagged=1)
+    assert r["verdict"] == "inconclusive" and "flagged" in r["reason"]
+
+
+def test_bootstrap_interval_brackets_mean_within_range():
+    d = np.array([1.0, 2.0, 1.5, 2.2, 0.9])
+    r = V.paired(d, method="bootstrap")
+    assert d.min() <= r["lo"] <= d.mean() <= r["hi"] <= d.max()
+
+
+# ---------------------------------------------------------------- matching
+
+def test_interpolation_reproduces_linear_in_log_curve():
+    a0, b0 = 0.95, 0.04
+    dens = [0.2, 0.1, 0.05]
+    b = frame(*[{"seed": 0, "actual_sparsity": 1 - d, "value": a0 + b0 * math.log(d)}
+                for d in dens])
+    a = frame({"seed": 0, "actual_sparsity": 1 - 0.14, "value": 0.5})
+    m = V.match(a, b)
+    assert m.status.tolist() == ["interpolated"]
+    assert m.value_b.iloc[0] == pytest.approx(a0 + b0 * math.log(0.14))
+
+
+def test_match_tolerance_and_unbracketed():
+    b = frame({"seed": 0, "actual_sparsity": 0.9, "value": 0.8})
+    close = frame({"seed": 0, "actual_sparsity": 1 - 0.1 * 1.015})   # 1.5% denser
+    far = frame({"seed": 0, "actual_sparsity": 1 - 0.1 * 1.05})      # 5% denser, no bracket
+    other_seed = frame({"seed": 1})
+    assert V.match(close, b).status.tolist() == ["matched"]
+    assert V.match(far, b).status.tolist() == ["unmatched"]
+    assert V.match(other_seed, b).status.tolist() == ["unmatched"]
+
+
+# ---------------------------------------------------------------- claims: true/false/borderline
+
+@pytest.mark.parametrize("diffs, verdict", [
+    ([0.05, 0.06, 0.04], "supported"),
+    ([-0.05, -0.06, -0.04], "refuted"),
+    ([0.01, -0.01, 0.005], "inconclusive"),
+])
+def test_union_core_claim(diffs, verdict):
+    v = one(union_core(diffs))
+    assert v["verdict"] == verdict
+    assert v["mean"] == pytest.approx(100 * np.mean(diffs))
+    assert v["n"] == 3 and v["unmatched"] == 0 and v["group"]["model"] == "mlp"
+
+
+def test_density_mismatch_is_not_counted():
+    v = one(union_core([0.05, 0.06, 0.04], sparsity=(0.85, 0.9)))  # union 1.5x denser
+    assert v["verdict"] == "inconclusive" and v["n_pairs"] == 0 and v["unmatched"] == 3
+    df = union_core([0.05, 0.06, 0.04])
+    df.loc[(df.seed == 2) & (df.ticket == "union"), "actual_sparsity"] = 1 - 0.1 * 1.05
+    v = one(df)
+    assert v["unmatched"] == 1 and v["n"] == 2 and v["verdict"] == "inconclusive"
+    assert v["mean"] == pytest.approx(100 * np.mean([0.05, 0.06]))
+
+
+def test_denser_union_matched_by_interpolating_the_core_curve():
+    rows = []
+    for s, gain in enumerate([0.03, 0.04, 0.05]):
+        for d in (0.2, 0.1):    # core at two rounds bracketing the union's density 0.14
+            rows.append({"ticket": "core", "seed": s, "actual_sparsity": 1 - d,
+                         "target_sparsity": round(1 - d, 2), "value": 0.9 + 0.05 * math.log(d)})
+        rows.append({"ticket": "union", "seed": s, "actual_sparsity": 0.86,
+                     "value": 0.9 + 0.05 * math.log(0.14) + gain})
+    v = one(frame(*rows))
+    assert v["interpolated"] == 3 and v["verdict"] == "supported"
+    assert v["mean"] == pytest.approx(100 * 0.04)
+
+
+# ---------------------------------------------------------------- flags
+
+def test_flag_reasons():
+    df = frame({"collapsed": True, "empty_layers": 1},
+               {"bottleneck_layers": 2, "seed": 1},
+               {"value": 0.12, "seed": 2},                                   # 10 classes: chance
+               {"seed": 3, "flags": "failed_source"},
+               {"seed": 4, "ticket": "spec1", "value": 0.9},                 # fine on full ...
+               {"seed": 4, "ticket": "spec1", "split": "part2", "value": 0.2},  # ... chance on T2
+               {"seed": 5, "min_layer_density": 0.001})
+    f = V.flag(df, margin=0.05, num_classes=10, density_floor=0.01).tolist()
+    assert f == ["collapsed", "bottleneck", "chance", "failed_source", "", "", "bottleneck"]
+    with pytest.raises(ValueError, match="'digits'"):
+        V.flag(df, num_classes={"cifar10": 10})
+
+
+@pytest.mark.parametrize("bad", [{"collapsed": True, "empty_layers": 1},
+                                 {"bottleneck_layers": 1}, {"flags": "failed_source"}])
+def test_flagged_union_is_never_support(bad):
+    df = union_core([0.05, 0.06, 0.04])
+    df.loc[(df.seed == 0) & (df.ticket == "union"), list(bad)] = list(bad.values())
+    v = one(df)
+    assert v["verdict"] == "inconclusive" and v["flagged"] == 1
+    assert v["comparisons"][0]["verdict"] == "inconclusive"
+
+
+def test_chance_core_is_never_support():
+    v = one(union_core([0.7, 0.75, 0.72], core=0.11))      # union "wins" against a dead core
+    assert v["verdict"] == "inconclusive" and "chance" in v["flag_reasons"]
+
+
+def test_flagged_comparison_left_out_of_the_claim():
+    clean = union_core([0.05, 0.06, 0.04])
+    dirty = union_core([0.5, 0.5, 0.5], sparsity=(0.95, 0.95), bottleneck_layers=1)
+    dirty["target_sparsity"] = 0.95
+    v = one(pd.concat([clean, dirty], ignore_index=True))
+    assert v["verdict"] == "supported" and v["flagged_comparisons"] == 1
+    assert v["mean"] == pytest.approx(100 * np.mean([0.05, 0.06, 0.04]))
+    assert sorted(c["verdict"] for c in v["comparisons"]) == ["inconclusive", "supported"]
+
+
+def test_fewer_than_three_seeds_is_inconclusive():
+    v = one(union_core([0.2, 0.3]))
+    assert v["verdict"] == "inconclusive" and "n = 2" in v["reason"]
+
+
+# ---------------------------------------------------------------- other claim kinds
+
+DID = V.DEFAULT_CLAIMS[[c["id"] for c in V.DEFAULT_CLAIMS].index("E3-spec-did")]
+
+
+@pytest.mark.parametrize("own", [0.03, 0.0])
+def test_difference_in_differences_cancels_class_set_difficulty(own):
+    offset, rng, rows = 0.2, np.random.default_rng(0), []
+    truth = []
+    for s in range(4):
+        noise = rng.normal(0, 0.005, size=4)
+        vals = {}
+        for i, (k, j) in enumerate([(1, 1), (1, 2), (2, 1), (2, 2)]):
+            vals[k, j] = 0.6 + offset * (j == 1) + own * (j == k) + noise[i]
+            rows.append({"ticket": f"spec{k}", "split": f"part{j}", "seed": s,
+                         "actual_sparsity": 0.95 if k == 1 else 0.96, "value": vals[k, j]})
+            rows.append({"ticket": f"spec{k}", "split": "full", "seed": s,
+                         "actual_sparsity": 0.95 if k == 1 else 0.96, "value": 0.7})
+        truth.append((vals[1, 1] - vals[1, 2]) - (vals[2, 1] - vals[2, 2]))
+    v = one(frame(*rows), DID)
+    assert v["mean"] == pytest.approx(100 * np.mean(truth))
+    assert v["mean"] == pytest.approx(100 * 2 * own, abs=2.0)   # the +20-point offset cancels
+    assert v["verdict"] == ("supported" if own else "inconclusive")
+
+
+def test_rounds_at_same_target():
+    claim = V.DEFAULT_CLAIMS[0]   # COLT reaches each target in fewer rounds than LTH
+    rows = []
+    for s in range(3):
+        rows.append({"method": "colt", "ticket": "mask", "mode": "-", "seed": s, "round": 2})
+        rows.append({"method": "lth", "ticket": "mask", "mode": "-", "partition": "-",
+                     "seed": s, "round": 4, "actual_sparsity": 0.88})
+    v = one(frame(*rows), claim)
+    assert v["verdict"] == "supported" and v["mean"] == -2 and v["units"] == "rounds"
+
+
+def test_missing_method_is_not_run():
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E1-union-rigl")
+    v = one(union_core([0.05, 0.06, 0.04]), claim)
+    assert v["verdict"] == "not run" and "rigl" in v["reason"]
+
+
+def test_ambiguous_side_raises_naming_key():
+    claim = {**UNION_CORE, "where": {k: v for k, v in UNION_CORE["where"].items()
+                                     if k != "control"}}
+    df = union_core([0.05, 0.06, 0.04])
+    rnd = df.copy()
+    rnd["control"] = "random"
+    with pytest.raises(ValueError, match="'control'"):
+        one(pd.concat([df, rnd], ignore_index=True), claim)
+
+
+def test_default_claims_evaluate_on_partial_results():
+    out = V.evaluate_claims(union_core([0.05, 0.06, 0.04]), V.DEFAULT_CLAIMS, num_classes=10)
+    by_id = {v["id"]: v for v in out}
+    assert set(by_id) == {c["id"] for c in V.DEFAULT_CLAIMS}
+    assert by_id["E1-union-core"]["verdict"] == "supported"
+    assert by_id["E2-gw-depth"]["verdict"] == "not run"
+
+
+# ---------------------------------------------------------------- correlations
+
+def test_correlation_three_points_not_testable():
+    assert V.correlation([1, 2, 3], [2, 1, 3])["testable"] is False
+    x, y = [1, 2, 3, 4, 5], [2, 1, 4, 3, 5]
+    assert V.correlation(x, y)["rho"] == pytest.approx(stats.spearmanr(x, y).statistic)
+
+
+def test_partial_correlation_removes_shared_depth():
+    rng = np.random.default_rng(1)
+    depth = np.arange(12.0)
+    x, y = depth + rng.normal(0, 3, 12), depth + rng.normal(0, 3, 12)
+    rx, ry, rz = (stats.rankdata(v) for v in (x, y, depth))
+    res = [r - np.polyval(np.polyfit(rz, r, 1), rz) for r in (rx, ry)]
+    got = V.correlation(x, y, [depth])
+    assert got["rho"] == pytest.approx(stats.pearsonr(*res).statistic)
+    assert abs(got["rho"]) < V.correlation(x, y)["rho"]
+
+
+def _analysis(n_layers, slope):
+    return {"layers": [{"layer": f"l{i}", "index": i, "gw_ii": 0.1 + slope * i, "jaccard": 0.3,
+                        "density1": 0.1, "density2": 0.1} for i in range(n_layers)]}
+
+
+def test_correlation_claims_from_analyses():
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E2-gw-depth")
+    few = {("mlp", s, "contiguous2"): _analysis(3, 0.1) for s in range(3)}
+    assert one(frame(), claim, analyses=few)["verdict"] == "not testable"
+    many = {("mlp", s, "contiguous2"): _analysis(6, 0.1) for s in range(3)}
+    v = one(frame(), claim, analyses=many)
+    assert v["verdict"] == "supported" and v["mean"] == pytest.approx(1.0) and v["n"] == 3
+    many[("mlp", 0, "contiguous2")]["flags"] = "failed_source"
+    assert one(frame(), claim, analyses=many)["verdict"] == "inconclusive"
+    vs = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E2-gw-depth-vs-iid")
+    both = {**{("mlp", s, "contiguous2"): _analysis(6, 0.1) for s in range(3)},
+            **{("mlp", s, "iid2"): _analysis(6, -0.1) for s in range(3)}}
+    v = one(frame(), vs, analyses=both)
+    assert v["verdict"] == "supported" and v["mean"] == pytest.approx(2.0)
+
+
+def test_layer_frame_chance_ratio():
+    lf = V.layer_frame({("mlp", 0, "contiguous2"): {"layers": [
+        {"layer": "a", "index": 0, "gw_ii": 0.1, "jaccard": 0.2, "density1": 0.1,
+         "density2": 0.3}]}})
+    assert lf.jaccard_ratio.iloc[0] == pytest.approx(0.2 / (0.03 / (0.4 - 0.03)))
+
+
+# ---------------------------------------------------------------- declarations and the table
+
+@pytest.mark.parametrize("change, key", [
+    ({"expect": "bigger"}, "expect"),
+    ({"colour": 1}, "colour"),
+    ({"compare": {"a": {"ticket": "union"}}}, "compare"),
+    ({"compare": {"a": {"colour": "x"}, "b": {}}}, "compare.a.colour"),
+    ({"expect": "competitive"}, "margin"),
+    ({"at": "sometimes"}, "at"),
+    ({"same": ["nope"]}, "same"),
+    ({"kind": "correlation", "x": "depth", "y": "height", "compare": None}, "y"),
+])
+def test_check_claims_rejects_in_one_line(change, key):
+    bad = {k: v for k, v in {**UNION_CORE, **change}.items() if v is not None}
+    with pytest.raises(ValueError) as e:
+        V.check_claims([V.DEFAULT_CLAIMS[0], bad])
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("claims[1] (H1)") and f"'{key}'" in msg
+
+
+def test_check_claims_duplicate_id():
+    with pytest.raises(ValueError, match=r"claims\[1\].*'id'"):
+        V.check_claims([UNION_CORE, UNION_CORE])
+
+
+def test_claims_table_is_escaped_booktabs(tmp_path):
+    claim = {**UNION_CORE, "id": "H1_a", "text": "union > core & 100% sure"}
+    path = V.claims_table([one(union_core([0.05, 0.06, 0.04]), claim)], tmp_path / "c.tex")
+    tex = path.read_text()
+    assert "\\toprule" in tex and "\\bottomrule" in tex
+    assert "H1\\_a" in tex and "\\& 100\\% sure" in tex
+    assert "+5.00 [" in tex and "supported" in tex
