@@ -66,18 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="a mask-run directory (a method's, or the DiLT tickets)")
     p.add_argument("--theta0", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--entry", default=None, help="train only this entry (one training per job)")
 
     p = sub.add_parser("transfer", help="train source masks from a new init on a target data set")
     _job(p)
     p.add_argument("--target", required=True)
     p.add_argument("--sources", nargs="+", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--entry", default=None, help="train only this entry (one training per job)")
 
     p = sub.add_parser("analyze", help="GW distances, layer clusters and block statistics")
     _job(p)
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--theta0", required=True)
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser("budget", help="training runs, epochs and GPU-hours of a suite, per experiment")
+    _common(p)
+    p.add_argument("--configfile", action="append", default=[], metavar="FILE",
+                   help="merged onto --config as Snakemake's --configfile does (repeatable)")
+    p.add_argument("--throughput", default=None, metavar="JSON",
+                   help='measured training throughputs: {"<model>@<side>": images/s}')
+    p.add_argument("--detail", action="store_true", help="also print one row per stage, model, data set and method")
+    p.add_argument("--csv", default=None, help="write the full table to this CSV file")
 
     p = sub.add_parser("report", help="results.csv, tables, figures or the paper")
     _common(p)
@@ -137,13 +148,21 @@ def _dispatch(args, suite) -> int:
         jobs.tickets(suite, args.model, args.dataset, args.seed, args.partition, args.runs, args.out_dir)
     elif s == "retrain":
         jobs.retrain(suite, args.model, args.dataset, args.seed, args.partition, args.source,
-                     args.theta0, args.out, args.log)
+                     args.theta0, args.out, args.log, args.entry)
     elif s == "transfer":
         jobs.transfer(suite, args.model, args.dataset, args.seed, args.partition, args.target,
-                      args.sources, args.out, args.log)
+                      args.sources, args.out, args.log, args.entry)
     elif s == "analyze":
         jobs.analyze(suite, args.model, args.dataset, args.seed, args.partition, args.runs,
                      args.theta0, args.out)
+    elif s == "budget":
+        from dilt import budget
+
+        measured = budget.load_measured(args.throughput) if args.throughput else None
+        df = budget.budget(suite, measured)
+        if args.csv:
+            df.to_csv(args.csv, index=False)
+        print(budget.format_budget(df, suite.name, detail=args.detail))
     elif s == "report":
         from dilt import reporting
 

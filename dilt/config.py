@@ -405,6 +405,11 @@ def _check_partitions(key: str, s: dict) -> None:
     for i, p in enumerate(s["partitions"]):
         n, scheme = p["n"], p["scheme"]
         for d in s["datasets"]:
+            from dilt.data.partition import scheme_problem
+
+            problem = scheme_problem(scheme, n, d)
+            if problem:
+                raise _fail(f"{key}.partitions[{i}].scheme", problem)
             opts = (s.get("dataset_options") or {}).get(d, {})
             try:
                 classes, tr, va = data_facts(d, s["val_fraction"], opts)

@@ -33,7 +33,8 @@ def load_data(suite: Suite, dataset: str, seed: int) -> DataBundle:
 
 def partitions(suite: Suite, bundle: DataBundle, tag: str, seed: int) -> list[Partition]:
     n, scheme = suite.partition(tag)
-    return make_partitions(bundle.train_targets, bundle.val_targets, bundle.num_classes, n, scheme, seed)
+    return make_partitions(bundle.train_targets, bundle.val_targets, bundle.num_classes, n, scheme,
+                           seed, superclasses=bundle.superclasses)
 
 
 PRUNE_OPTIONS = ("prune_first", "prune_head")
@@ -123,7 +124,17 @@ def find(suite: Suite, method: str, model: str, dataset: str, seed: int, tag: st
                   out_dir=Path(out_dir), theta0=Path(theta0), partition=tag, part=part,
                   dense=Path(dense) if dense else None, log=log, provenance=h)
     m.find(job)
-    return read_json(Path(out_dir) / MANIFEST)
+    manifest = read_json(Path(out_dir) / MANIFEST)
+    if own_protocol(method):
+        rows = own_records(out_dir, manifest, model=model, dataset=dataset, seed=seed,
+                           partition=tag if tag != FULL else "-", source_dataset=dataset)
+        write_json(Path(out_dir) / "own_records.json", {"records": rows, "provenance": h})
+    return manifest
+
+
+def own_protocol(method: str) -> bool:
+    """Methods that train their own sparse network (RigL, CAP, SAViT) report it as rows too."""
+    return get_method(method).kind in ("dynamic", "post-training", "structured")
 
 
 # kept for callers of the IMP stage by name
@@ -174,7 +185,7 @@ class Entry:
     round: int
     trainings: int
     epochs: float
-    key: str                  # identical keys are trained once
+    key: str                  # the entry's name (one per row group; a per-training job's name)
     mask: Mask | None
     flags: tuple[str, ...] = ()
 
@@ -260,28 +271,32 @@ def _row(experiment, model, dataset, source_dataset, partition, method, ticket, 
 def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataBundle,
                   eval_splits: dict[str, Split], recipe, seed: int, work_dir: str | Path,
                   log: str | None, experiment: str, partition: str, source_dataset: str,
-                  provenance: str, start_from=None, save_weights: bool = False) -> list[dict]:
-    """Train every distinct mask once (resumable per mask), evaluate it on ``eval_splits`` and
-    return one record per entry and split. ``start_from(entry, model)`` may load other starting
-    weights into the fresh model (late rewinding)."""
+                  provenance: str, start=None, save_weights: bool = False) -> list[dict]:
+    """Train every entry's mask (resumable), evaluate it on ``eval_splits`` and return one
+    record per entry and split. Results are kept in ``work_dir`` under the mask's content hash
+    and starting point, so the same mask is trained once however many entries (or per-training
+    jobs) name it. ``start(entry) -> (tag, load)``: the starting point of an entry other than
+    the fresh model (late rewinding); ``load(model)`` puts it in place."""
     work = Path(work_dir)
     tr, va, _ = full_splits(bundle)
     records = []
     for e in entries:
-        done = work / f"{e.key}.json"
+        tag, load = start(e) if start is not None else ("theta0", None)
+        stem = f"{e.method}_{e.mask.content_hash() if e.mask is not None else 'dense'}_{tag}"
+        done = work / f"{stem}.json"
         if not done.exists() or read_json(done).get("provenance") != provenance:
             net = make_model()
-            if start_from is not None:
-                start_from(e, net)
-            res = train(net, tr, va, recipe, mask=e.mask, seed=seed, checkpoint=work / f"{e.key}.ckpt",
+            if load is not None:
+                load(net)
+            res = train(net, tr, va, recipe, mask=e.mask, seed=seed, checkpoint=work / f"{stem}.ckpt",
                         log_path=log, desc=f"{experiment} {e.key}",
-                        checkpoint_meta={"provenance": provenance, "key": e.key})
+                        checkpoint_meta={"provenance": provenance, "stem": stem})
             scores = {name: evaluate(net, split, recipe) for name, split in eval_splits.items()}
             if save_weights:
                 save_state(work / f"{e.key}.safetensors", net, seed=seed, provenance=provenance)
             write_json(done, {"best_epoch": res.best_epoch, "val_top1": res.best_val_top1,
-                              "test": scores, "provenance": provenance})
-            (work / f"{e.key}.ckpt").unlink(missing_ok=True)
+                              "test": scores, "provenance": provenance, "start": tag})
+            (work / f"{stem}.ckpt").unlink(missing_ok=True)
         result = read_json(done)
         for split, value in result["test"].items():
             records.append(_row(experiment, model, bundle.name, source_dataset, partition, e.method,
@@ -290,6 +305,15 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
                                 e.epochs, e.mask, seed, split, value, result["best_epoch"],
                                 result["val_top1"], "retrain", e.flags))
     return records
+
+
+def _select(entries: list[Entry], entry: str | None, where) -> list[Entry]:
+    if entry is None:
+        return entries
+    chosen = [e for e in entries if e.key == entry]
+    if not chosen:
+        raise ValueError(f"{where}: no entry {entry!r} (known: {', '.join(e.key for e in entries)})")
+    return chosen
 
 
 def _source_dir_entries(suite, source_dir, source, model, dataset, seed, tag, **kw):
@@ -316,27 +340,28 @@ def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: s
 
 
 def retrain(suite: Suite, model: str, dataset: str, seed: int, tag: str, source: str, theta0: str,
-            out: str, log: str | None = None) -> None:
-    """Retrain a mask run's masks from theta_0 on the full training set and evaluate them on
-    T_full and T_k; a method's own protocol results (``own_*.json``) become rows too. With late
-    rewinding, IMP masks start from their source run's rewind point instead of theta_0."""
+            out: str, log: str | None = None, entry: str | None = None) -> None:
+    """Retrain a mask run's masks (or only ``entry``) from theta_0 on the full training set and
+    evaluate them on T_full and T_k. With late rewinding, IMP masks start from their source
+    run's rewind point instead of theta_0."""
+    from dilt.io import clean_orphans
+
     _check_theta0(theta0, model, seed, suite, dataset)
     source_dir = Path(source)
     name = source_dir.name
-    work = Path(out).parent
-    h = prov.claim_dir(work, prov.retrain_settings(suite, name, model, dataset, seed, tag))
+    h = prov.digest(prov.retrain_settings(suite, name, model, dataset, seed, tag))
     bundle = load_data(suite, dataset, seed)
     parts = partitions(suite, bundle, tag, seed) if tag != FULL else None
     manifest, entries = _source_dir_entries(suite, source_dir, name, model, dataset, seed, tag)
-    partition = tag if tag != FULL else "-"
-    records = own_records(source_dir, manifest, model=model, dataset=dataset, seed=seed,
-                          partition=partition, source_dataset=dataset)
-    make = lambda: theta0_model(suite, model, theta0, bundle)  # noqa: E731
-    records += train_entries(entries, model=model, make_model=make, bundle=bundle,
-                             eval_splits=test_splits(bundle, parts), recipe=suite.recipe(model, dataset),
-                             seed=seed, work_dir=work / "runs", log=log, experiment="retrain",
-                             partition=partition, source_dataset=dataset, provenance=h,
-                             start_from=_rewind_start(suite, source_dir, manifest))
+    entries = _select(entries, entry, source_dir)
+    cache = source_dir / "retrain" / "cache"
+    clean_orphans(cache)
+    records = train_entries(entries, model=model, make_model=lambda: theta0_model(suite, model, theta0, bundle),
+                            bundle=bundle, eval_splits=test_splits(bundle, parts),
+                            recipe=suite.recipe(model, dataset), seed=seed, work_dir=cache, log=log,
+                            experiment="retrain", partition=tag if tag != FULL else "-",
+                            source_dataset=dataset, provenance=h,
+                            start=_rewind_start(suite, source_dir, manifest))
     write_json(out, {"records": records, "provenance": h})
 
 
@@ -365,26 +390,35 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
                 if chosen[0][k].is_floating_point() else chosen[0][k] for k in chosen[0]}
     avg = mean(states)
 
-    def start(entry: Entry, net: torch.nn.Module) -> None:
+    def start(entry: Entry):
         if entry.method == "dense":
-            return
+            return "theta0", None
         k = int(entry.ticket[4:]) if entry.ticket.startswith("spec") and method == "tickets" else None
         point = states[k - 1] if k else avg
-        head = set() if keep_head else set(head_parameters(net))
-        own = net.state_dict()
-        net.load_state_dict({n: (point[n] if n in point and n not in head and point[n].shape == t.shape
-                                 else t) for n, t in own.items()})
+
+        def load(net: torch.nn.Module) -> None:
+            head = set() if keep_head else set(head_parameters(net))
+            own = net.state_dict()
+            net.load_state_dict({n: (point[n] if n in point and n not in head and point[n].shape == t.shape
+                                     else t) for n, t in own.items()})
+        return (f"rewind-p{k}" if k else ("rewind" if len(states) == 1 else "rewind-mean")), load
     return start
 
 
 def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target: str, sources: list[str],
-             out: str, log: str | None = None) -> None:
+             out: str, log: str | None = None, entry: str | None = None) -> None:
     """Experiment 4: masks found on ``dataset`` applied to a new initialisation theta'_0 and
-    trained on ``target``."""
+    trained on ``target`` (all of the sources' masks at the transfer sparsity, or ``entry``)."""
+    from dilt.io import clean_orphans
+
     t = suite.transfer_sparsity
     names = [s if s == "dense" else Path(s).name for s in sources]
     work = Path(out).parent
-    h = prov.claim_dir(work, prov.transfer_settings(suite, names, model, dataset, seed, tag, target))
+    from dilt.workflow import transfer_sources
+
+    # the settings of the transfer as a whole, whichever of its sources this job was given
+    h = prov.digest(prov.transfer_settings(suite, transfer_sources(suite.spec, tag), model, dataset,
+                                           seed, tag, target))
     src = load_data(suite, dataset, seed)
     bundle = load_data(suite, target, seed)
     entries = []
@@ -394,6 +428,7 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
         else:
             entries += _source_dir_entries(suite, s, name, model, dataset, seed, tag,
                                            only_mode="source-matched", only_target=t)[1]
+    entries = _select(entries, entry, work)
     init_seed = prov.transfer_init_seed(suite, seed)
 
     def make():
@@ -405,9 +440,11 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
     for e in entries:
         if e.mask is not None and e.mask.shapes != shapes:
             raise ValueError(f"transfer {dataset}->{target}: mask {e.key} does not fit {model} on {target}")
+    cache = work / "cache"
+    clean_orphans(cache)
     records = train_entries(entries, model=model, make_model=make, bundle=bundle,
                             eval_splits={"full": Split(bundle.test)}, recipe=suite.recipe(model, target),
-                            seed=seed, work_dir=work / "runs", log=log, experiment="transfer",
+                            seed=seed, work_dir=cache, log=log, experiment="transfer",
                             partition=tag if tag != FULL else "-", source_dataset=dataset, provenance=h)
     write_json(out, {"records": records, "provenance": h})
 

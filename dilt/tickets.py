@@ -84,7 +84,8 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
                         mask.save(out / f"{key}.safetensors", ticket=name, round=r, control=control, **meta)
                         written[key] = mask
                     mask = written[key]
-                    entries.append({"key": f"{key}_{mode}_s{t:g}", "file": f"{key}.safetensors",
+                    entries.append({"key": f"{name}_{mode}_s{t:g}" + ("_random" if control == "random" else ""),
+                                    "file": f"{key}.safetensors",
                                     "ticket": name, "mode": mode, "control": control,
                                     "target_sparsity": t, "round": r,
                                     "actual_sparsity": mask.sparsity, "trainings": len(run_dirs) * r,

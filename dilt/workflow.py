@@ -31,6 +31,9 @@ def method_tags(spec: dict, method: str) -> list[str]:
     return tags(spec) if get_method(method).on_partitions else [FULL]
 
 
+OWN = "own_records.json"  # written by a find job beside masks.json (its own protocol's rows)
+
+
 def run_dir(root: str, model: str, dataset: str, seed: int) -> str:
     return f"{root}/{model}/{dataset}/seed{seed}"
 
@@ -47,19 +50,69 @@ def retrain_sources(spec: dict, model: str) -> list[tuple[str, str]]:
     return out
 
 
+def entries(spec: dict, source: str, tag: str, *, transfer: bool = False) -> list[str]:
+    """The names of the trainings a source's retraining (or transfer) makes, as the retrain job
+    names them (``dilt.jobs.manifest_entries``): one per mask and random control."""
+    from dilt.models import model_names  # noqa: F401  (registry import side effects)
+
+    targets = sorted(spec["sparsities"])
+    if transfer:
+        targets = [spec.get("transfer", {}).get("sparsity") or targets[0]]
+    randoms = spec.get("prune", {}).get("random_controls", True)
+    if source == "dense":
+        return ["dense"]
+    if source == "tickets":
+        n = dict(zip(tags(spec), [p["n"] for p in spec["partitions"]]))[tag]
+        names = ["core", *[f"spec{k}" for k in range(1, n + 1)], "union"]
+        modes = ["source-matched"] if transfer else ["source-matched", "density-matched"]
+        return [f"dilt_{t}_{mode}_s{x:g}" + r for x in targets for mode in modes for t in names
+                for r in (["", "_random"] if randoms else [""])]
+    m = get_method(source)
+    if not m.retrain:
+        return []
+    controls = ["", "_random"] if randoms and m.kind == "iterative" else [""]
+    return [f"{source}_mask_s{x:g}" + r for x in targets for r in controls]
+
+
+def source_of(entry: str) -> str:
+    """The source directory name an entry's mask comes from."""
+    if entry == "dense":
+        return "dense"
+    head = entry.split("_mask_s")[0]
+    return "tickets" if entry.startswith("dilt_") else head
+
+
 def records(spec: dict, root: str) -> list[str]:
-    """Every records.json the report aggregates."""
+    """Every records file the report aggregates: one per retrain / transfer job (per source,
+    or per training when the suite sets ``batch_trainings: false``), the dense reference, and
+    the own-protocol results of methods that train their own network."""
+    from dilt.jobs import own_protocol
+
+    batch = spec.get("batch_trainings", True)
     out = []
     for model in spec["models"]:
         for dataset in spec["datasets"]:
             for seed in spec["seeds"]:
                 run = run_dir(root, model, dataset, seed)
+                out.append(f"{run}/full/dense/records.json")
                 for tag, source in retrain_sources(spec, model):
-                    out.append(f"{run}/full/dense/records.json" if source == "dense"
-                               else f"{run}/{tag}/{source}/retrain/records.json")
+                    if source == "dense":
+                        continue
+                    if source != "tickets" and own_protocol(source):
+                        out.append(f"{run}/{tag}/{source}/{OWN}")
+                    names = entries(spec, source, tag)
+                    if not names:
+                        continue
+                    base = f"{run}/{tag}/{source}/retrain"
+                    out += [f"{base}/records.json"] if batch else [f"{base}/{e}.records.json" for e in names]
                 for target in transfer_targets(spec):
-                    out += [f"{run}/{tag}/transfer/{target}/records.json"
-                            for tag in [FULL] + tags(spec) if transfer_sources(spec, tag)]
+                    for tag in [FULL] + tags(spec):
+                        sources = transfer_sources(spec, tag)
+                        if not sources:
+                            continue
+                        base = f"{run}/{tag}/transfer/{target}"
+                        out += [f"{base}/records.json"] if batch else \
+                            [f"{base}/{e}.records.json" for s in sources for e in entries(spec, s, tag, transfer=True)]
     return out
 
 

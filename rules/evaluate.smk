@@ -24,6 +24,26 @@ rule retrain:
            "--theta0 {input.theta0:q} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
 
 
+rule retrain_one:
+    """One training of a source's retraining (suites with `batch_trainings: false`)."""
+    input:
+        conf=CONF,
+        theta0=RUN + "/theta0.safetensors",
+        source=RUN + "/{tag}/{source}/masks.json",
+    output: RUN + "/{tag}/{source}/retrain/{entry}.records.json"
+    wildcard_constraints: source=f"tickets|{METHODS}", entry=r"[A-Za-z0-9_.\-]+"
+    log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/retrain_{source}/{entry}.jsonl"
+    params:
+        prov=prov(retrain_settings),
+        src=lambda wc, input: os.path.dirname(input.source),
+    resources: **res("retrain")
+    threads: 1
+    shell: "{DILT} retrain {ARGS} --partition {wildcards.tag:q} --source {params.src:q} "
+           "--entry {wildcards.entry:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
+           "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output:q} --log {log:q} "
+           "--threads {threads} 2> {log:q}.err"
+
+
 def transfer_sources(wc):
     base = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}"
     return [f"{base}/{s}/masks.json" for s in W.transfer_sources(S, wc.tag) if s != "dense"]
@@ -45,6 +65,33 @@ rule transfer:
     shell: "{DILT} transfer {ARGS} --partition {wildcards.tag:q} --target {wildcards.target:q} "
            "--sources {params.src:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
            "--seed {wildcards.seed} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
+
+
+def transfer_one_source(wc):
+    source = W.source_of(wc.entry)
+    base = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}"
+    return [] if source == "dense" else [f"{base}/{source}/masks.json"]
+
+
+rule transfer_one:
+    """One training of a transfer (suites with `batch_trainings: false`)."""
+    input:
+        conf=CONF,
+        sources=transfer_one_source,
+    output: RUN + "/{tag}/transfer/{target}/{entry}.records.json"
+    wildcard_constraints: entry=r"[A-Za-z0-9_.\-]+"
+    log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/transfer_{target}/{entry}.jsonl"
+    params:
+        prov=prov(lambda wc: PROV.transfer_settings(SUITE_OBJ, W.transfer_sources(S, wc.tag), wc.model,
+                                                    wc.dataset, int(wc.seed), wc.tag, wc.target)),
+        src=lambda wc, input: ["dense"] if W.source_of(wc.entry) == "dense"
+                              else [os.path.dirname(p) for p in input.sources],
+    resources: **res("transfer")
+    threads: 1
+    shell: "{DILT} transfer {ARGS} --partition {wildcards.tag:q} --target {wildcards.target:q} "
+           "--sources {params.src:q} --entry {wildcards.entry:q} --model {wildcards.model:q} "
+           "--dataset {wildcards.dataset:q} --seed {wildcards.seed} --out {output:q} --log {log:q} "
+           "--threads {threads} 2> {log:q}.err"
 
 
 rule analyze:

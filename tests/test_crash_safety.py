@@ -89,10 +89,13 @@ def reference(tmp_path_factory):
 
 
 def _files(path: Path) -> dict[str, Path]:
+    """The job's own files (not those later jobs of the reference chain add to its directory:
+    the retraining's results, the analysis's feature caches)."""
     if path.is_file():
         return {path.name: path}
     return {str(p.relative_to(path)): p for p in sorted(path.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
+            if p.is_file() and not p.name.startswith((".", "features_"))
+            and not str(p.relative_to(path)).startswith("retrain/")}
 
 
 def _same(a: Path, b: Path) -> None:

@@ -126,9 +126,11 @@ def test_imagenet_missing(tmp_path):
 # --- CIFAR-100 ---------------------------------------------------------------------------------
 
 CIFAR_NAMES = ["apple", "aquarium_fish", "baby", "bear"]
+CIFAR_COARSE = [4, 1, 14, 8]   # the official superclasses of these four classes
+COARSE_NAMES = [f"super{i}" for i in range(20)]
 
 
-def _cifar(root: Path, per_class=5, per_class_test=2) -> tuple[list[int], list[int]]:
+def _cifar(root: Path, per_class=5, per_class_test=2, coarse=CIFAR_COARSE) -> tuple[list[int], list[int]]:
     base = root / "cifar100" / "cifar-100-python"
     base.mkdir(parents=True)
 
@@ -145,16 +147,17 @@ def _cifar(root: Path, per_class=5, per_class_test=2) -> tuple[list[int], list[i
     # numpy < 2 (which wrote the official files) names numpy.core, not numpy._core
     raw = pickle.dumps({b"filenames": [f"f{i}.png".encode() for i in range(len(train_y))],
                         b"batch_label": b"training batch 1 of 1", b"fine_labels": train_y,
-                        b"coarse_labels": [0] * len(train_y), b"data": train_x}, protocol=2)
+                        b"coarse_labels": [coarse[y] for y in train_y], b"data": train_x},
+                       protocol=2)
     (base / "train").write_bytes(raw.replace(b"numpy._core.multiarray\n",
                                              b"numpy.core.multiarray\n"))
     with open(base / "test", "wb") as fh:
         pickle.dump({"filenames": [f"t{i}.png" for i in range(len(test_y))],
                      "batch_label": "testing batch 1 of 1", "fine_labels": test_y,
-                     "coarse_labels": [0] * len(test_y), "data": test_x}, fh)
+                     "coarse_labels": [coarse[y] for y in test_y], "data": test_x}, fh)
     with open(base / "meta", "wb") as fh:
         pickle.dump({b"fine_label_names": [n.encode() for n in CIFAR_NAMES],
-                     b"coarse_label_names": [b"fruit_and_vegetables"]}, fh, protocol=2)
+                     b"coarse_label_names": [n.encode() for n in COARSE_NAMES]}, fh, protocol=2)
     return train_y, test_y, train_x
 
 
@@ -167,6 +170,29 @@ def test_cifar100(tmp_path):
     images = b.train.dataset.images
     assert images.shape == (len(train), 32, 32, 3)
     assert np.array_equal(images[3], train_x[3].reshape(3, 32, 32).transpose(1, 2, 0))
+    # superclasses: read off the per-image coarse labels
+    assert b.superclasses.tolist() == CIFAR_COARSE
+    assert b.superclass_names == COARSE_NAMES
+    assert b.coarse_targets("val").tolist() == [CIFAR_COARSE[y] for y in b.val_targets]
+    # the semantic scheme on what the loader gives: superclasses {1, 4} vs {8, 14}
+    from dilt.data.partition import make_partitions
+
+    parts = make_partitions(b.train_targets, b.val_targets, 4, 2, "semantic", seed=0,
+                            superclasses=b.superclasses)
+    assert [p.classes for p in parts] == [(0, 1), (2, 3)]
+    assert set(b.coarse_targets("train")[parts[0].train_idx]) == {1, 4}
+
+
+def test_cifar100_inconsistent_superclasses(tmp_path):
+    base = tmp_path / "cifar100" / "cifar-100-python"
+    _cifar(tmp_path)
+    d = pickle.loads((base / "train").read_bytes(), encoding="latin1")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    first = d["fine_labels"].index(0)
+    d["coarse_labels"][first] = 7          # one apple filed under another superclass
+    (base / "train").write_bytes(pickle.dumps(d, protocol=2))
+    with pytest.raises(ValueError, match=r"class 0 has coarse labels \[4, 7\]"):
+        load_dataset("cifar100", root=tmp_path, image_size=SIZE)
 
 
 def test_cifar100_refuses_code_in_pickles(tmp_path):
@@ -303,3 +329,134 @@ def test_errors_are_one_line(tmp_path):
             load_dataset(name, root=tmp_path / "nowhere", image_size=SIZE)
         msg = str(info.value)
         assert "\n" not in msg and str(tmp_path / "nowhere" / name) in msg
+
+
+# --- training transforms -----------------------------------------------------------------------
+
+def _ops(transform) -> list:
+    return list(transform.transforms)
+
+
+def _random_free(transform) -> bool:
+    """Only resizing, cropping at the centre, tensor conversion and normalisation."""
+    from timm.data.transforms import MaybeToTensor
+    from torchvision import transforms as T
+
+    return all(isinstance(t, (T.Resize, T.CenterCrop, T.ToTensor, T.Normalize, MaybeToTensor))
+               for t in _ops(transform))
+
+
+def test_deit_transforms_are_timms(tmp_path):
+    from timm.data.auto_augment import RandAugment
+    from timm.data.random_erasing import RandomErasing
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision import transforms as T
+
+    _imagenet(tmp_path)
+    b = load_dataset("imagenet", root=tmp_path, val_fraction=0.2, image_size=SIZE, augment="deit")
+    ops = _ops(b.train.dataset.transform)
+    crop, flip, ra, erase = ops[0], ops[1], ops[2], ops[-1]
+    assert isinstance(crop, RandomResizedCropAndInterpolation) and crop.scale == (0.08, 1.0)
+    assert crop.interpolation == T.InterpolationMode.BICUBIC
+    assert isinstance(flip, T.RandomHorizontalFlip) and flip.p == 0.5
+    # rand-m9-mstd0.5-inc1: two ops a step, magnitude 9, std 0.5, the 'increasing' op set
+    assert isinstance(ra, RandAugment) and ra.num_layers == 2
+    assert {op.magnitude for op in ra.ops} == {9} and {op.magnitude_std for op in ra.ops} == {0.5}
+    assert {"PosterizeIncreasing", "SolarizeIncreasing", "ShearX"} <= {op.name for op in ra.ops}
+    assert isinstance(erase, RandomErasing) and erase.probability == 0.25
+    assert erase.mode == "pixel" and (erase.min_count, erase.max_count) == (1, 1)
+    assert not any(isinstance(t, T.ColorJitter) for t in ops)   # timm drops jitter under RandAugment
+    # validation and test: resize to size / 0.875 (bicubic) and centre-crop, nothing random
+    for ds in (b.val.dataset, b.test):
+        assert _random_free(ds.transform)
+        resize = next(t for t in _ops(ds.transform) if isinstance(t, T.Resize))
+        assert resize.size == int(SIZE / 0.875) and resize.interpolation == T.InterpolationMode.BICUBIC
+    assert b.val[0][0].shape == b.train[0][0].shape == (3, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("augment", ["basic", "none", True, False])
+def test_basic_and_no_augmentation(tmp_path, augment):
+    from timm.data.auto_augment import RandAugment
+    from timm.data.random_erasing import RandomErasing
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision import transforms as T
+
+    _cub(tmp_path)
+    b = load_dataset("cub200", root=tmp_path, val_fraction=0.25, image_size=SIZE, augment=augment,
+                     min_scale=0.3)
+    ops = _ops(b.train.dataset.transform)
+    if augment in ("none", False):
+        assert _random_free(b.train.dataset.transform)
+    else:   # RandomResizedCrop (bilinear) + flip, then to tensor and normalise: nothing else
+        assert isinstance(ops[0], RandomResizedCropAndInterpolation) and ops[0].scale == (0.3, 1.0)
+        assert ops[0].interpolation == T.InterpolationMode.BILINEAR
+        assert isinstance(ops[1], T.RandomHorizontalFlip)
+        assert not any(isinstance(t, (RandAugment, RandomErasing, T.ColorJitter)) for t in ops)
+    assert _random_free(b.val.dataset.transform) and _random_free(b.test.transform)
+
+
+@pytest.mark.parametrize("augment", ["basic", "deit"])
+def test_cifar_at_native_size_pads_and_crops(tmp_path, augment):
+    from torchvision import transforms as T
+
+    _, _, train_x = _cifar(tmp_path)
+    b = load_dataset("cifar100", root=tmp_path, val_fraction=0.4, image_size=32, augment=augment)
+    first = _ops(b.train.dataset.transform)[0]
+    assert isinstance(first, T.RandomCrop) and first.padding == 4 and first.size == (32, 32)
+    # evaluation: the image itself, normalised (no resize, no crop)
+    i = b.val.indices[0]
+    img = torch.as_tensor(b.val.dataset.images[i]).permute(2, 0, 1).float() / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(b.val[0][0], (img - mean[:, None, None]) / std[:, None, None], atol=1e-6)
+    # upsampled (224-style): resized crop and resize + centre crop again
+    up = load_dataset("cifar100", root=tmp_path, val_fraction=0.4, image_size=48, augment=augment)
+    assert not isinstance(_ops(up.train.dataset.transform)[0], T.RandomCrop)
+    assert any(isinstance(t, T.Resize) for t in _ops(up.val.dataset.transform))
+
+
+def test_augment_option_is_validated(tmp_path):
+    from dilt.config import _loader_options
+
+    _imagenet(tmp_path)
+    with pytest.raises(ValueError, match=r"augment: 'randaug' is not one of none, basic, deit") as e:
+        load_dataset("imagenet", root=tmp_path, image_size=SIZE, augment="randaug")
+    assert "\n" not in str(e.value)
+    # the config helper reads the loaders' signatures: augment is an option of every image loader
+    for name in ("imagenet", "cifar100", "stanford_cars", "cub200"):
+        assert _loader_options(name)["augment"] == "basic"
+
+
+def _seed_all(s: int) -> None:
+    import random
+
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def test_augmentation_replays_from_the_seeds(tmp_path):
+    """Seeding torch, random and numpy fixes every augmented tensor, in this process and in
+    DataLoader workers seeded from the loader's generator; other seeds give other tensors."""
+    from torch.utils.data import DataLoader
+
+    _imagenet(tmp_path)
+    b = load_dataset("imagenet", root=tmp_path, val_fraction=0.2, image_size=SIZE, augment="deit")
+
+    def draw(s):
+        _seed_all(s)
+        return torch.stack([b.train[i][0] for i in range(len(b.train))])
+
+    a = draw(11)
+    _seed_all(99)   # unrelated draws in between change nothing once reseeded
+    torch.rand(5), np.random.rand(3)
+    assert torch.equal(a, draw(11))
+    assert not torch.equal(a, draw(12))
+
+    def epoch(s):
+        g = torch.Generator().manual_seed(s)
+        loader = DataLoader(b.train, batch_size=4, shuffle=False, num_workers=2, generator=g)
+        return torch.cat([x for x, _ in loader])
+
+    e1 = epoch(5)
+    assert torch.equal(e1, epoch(5))
+    assert not torch.equal(e1, epoch(6))

@@ -99,3 +99,70 @@ def test_without_tex_everything_but_the_pdf_is_planned(tmp_path):
     assert len(notes) == 1 and "snakemake paper" in notes[0]
     assert "rule tables" in out and "rule figures" in out
     assert "rule paper" not in out and "main.pdf" not in out.replace(notes[0], "")
+
+
+def _planned(workdir, config_path) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` plans for ``config_path`` on ``workdir``."""
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(config_path), "--quiet", "rules"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def _snapshot(workdir) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in workdir.rglob("*")
+            if p.is_file() and ".snakemake" not in p.parts}
+
+
+def test_config_edits_rerun_exactly_the_affected_jobs(finished_run, tmp_path):
+    wd = finished_run
+    raw = yaml.safe_load((wd / "config.yaml").read_text())
+    before = _snapshot(wd)
+    assert _planned(wd, wd / "config.yaml") == {}  # up to date
+
+    # the analysis settings: only the analyses and the report
+    edited = yaml.safe_load(yaml.safe_dump(raw))
+    edited["suites"]["tiny"]["analysis"]["permutations"] = 300
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(edited))
+    plan = _planned(wd, tmp_path / "a.yaml")
+    assert plan.pop("analyze") == 2 and set(plan) <= {"resolved_config", "tables", "figures", "paper", "all"}
+
+    # the recipe of the transfer target: only the transfer jobs (and the report)
+    edited = yaml.safe_load(yaml.safe_dump(raw))
+    edited["suites"]["tiny"]["recipes"]["mlp/digits_rot"] = {"epochs": 3}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(edited))
+    plan = _planned(wd, tmp_path / "b.yaml")
+    assert plan.pop("transfer") == 3 and set(plan) <= {"resolved_config", "results", "tables", "figures",
+                                                        "paper", "all"}
+
+    # the training recipe: everything that trains, nothing that does not depend on it (theta_0)
+    edited = yaml.safe_load(yaml.safe_dump(raw))
+    edited["suites"]["tiny"]["recipes"]["default"]["epochs"] = 3
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(edited))
+    plan = _planned(wd, tmp_path / "c.yaml")
+    assert "init" not in plan and plan["find"] >= 3 and plan["dilt_partition"] == 5 and plan["retrain"] >= 4
+
+    # dry runs with other configs changed nothing on disk
+    assert _snapshot(wd) == before
+
+
+def test_shell_and_path_injection_run_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    for root in (f"$(touch {marker})", "../outside", f"results; touch {marker}"):
+        raw = tiny_config()
+        raw["results_root"] = root
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s",
+                               str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+                               "--configfile", str(tmp_path / "config.yaml")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and "results_root" in proc.stderr
+        assert not marker.exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) in (["config.yaml"], [".snakemake", "config.yaml"])
+    assert not (tmp_path.parent / "outside").exists()

@@ -3,7 +3,8 @@
 Every loader returns a :class:`DataBundle`: train / validation / test datasets whose items are
 ``(image tensor, int label)``, the label arrays, the number of classes and the input shape.
 The validation split is always carved from the training data (never from test), so model
-selection and early stopping never see the test set.
+selection and early stopping never see the test set. Data sets with a class hierarchy (CIFAR-100)
+also give each class's superclass, for the ``semantic`` partition scheme.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, ...]
     class_names: list[str] = field(default_factory=list)
+    superclasses: np.ndarray | None = None   # class -> superclass id (CIFAR-100's coarse labels)
+    superclass_names: list[str] = field(default_factory=list)
+
+    def coarse_targets(self, split: str) -> np.ndarray:
+        """The superclass of every image of ``split`` (train, val, test)."""
+        if self.superclasses is None:
+            raise ValueError(f"{self.name} has no superclass labels")
+        return self.superclasses[self.split(split)[1]]
 
     def split(self, name: str) -> tuple[Dataset, np.ndarray]:
         if name not in ("train", "val", "test"):
@@ -75,14 +84,17 @@ def stratified_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[n
 
 def carve_validation(name: str, train: Dataset, train_targets: np.ndarray, test: Dataset,
                      test_targets: np.ndarray, num_classes: int, input_shape: tuple[int, ...],
-                     val_fraction: float, seed: int, class_names=None) -> DataBundle:
+                     val_fraction: float, seed: int, class_names=None, *,
+                     superclasses=None, superclass_names=()) -> DataBundle:
     """Bundle a dataset with official train/test splits, holding a stratified validation split
     out of train."""
     rest, held = stratified_split(train_targets, val_fraction, seed)
     return DataBundle(name, Subset(train, rest.tolist()), Subset(train, held.tolist()), test,
                       np.asarray(train_targets)[rest], np.asarray(train_targets)[held],
                       np.asarray(test_targets), num_classes, tuple(input_shape),
-                      list(class_names or []))
+                      list(class_names or []),
+                      None if superclasses is None else np.asarray(superclasses, dtype=np.int64),
+                      list(superclass_names or []))
 
 
 class TensorImages(Dataset):

@@ -41,14 +41,44 @@ Each loader reads ``root/<name>/`` (``root`` is ``data/`` unless the config says
     root/cub200/CUB_200_2011/train_test_split.txt     "<image id> <1 train | 0 test>"
     root/cub200/CUB_200_2011/classes.txt              "<class id> <nnn.Class_name>"
 
-Options of every loader: ``image_size`` (224), ``augment`` (True: RandomResizedCrop +
-horizontal flip on the training split; False: the eval transform everywhere), ``crop_fraction``
-(0.875: eval resizes the short side to ``image_size / crop_fraction`` then centre-crops) and
-``min_scale`` (0.08, RandomResizedCrop's lower scale bound). Tensors are normalised with the
-ImageNet mean and std. The validation split is carved from the official training split with
-:func:`dilt.data.carve_validation` (stratified, deterministic per ``seed``); it is a view over a
-second dataset object on the same files that uses the eval transform, so validation images are
-never augmented.
+Options of every loader (``dataset_options`` in the config):
+
+``image_size`` (224)
+    side of the square input.
+``augment`` ("basic")
+    the training-split augmentation, built with timm's ``create_transform(is_training=True)``:
+
+    * ``none``  the eval transform on the training split too;
+    * ``basic`` the standard ResNet recipe (torchvision / NVIDIA reference): RandomResizedCrop
+      (scale ``min_scale``..1, bilinear) + horizontal flip;
+    * ``deit``  DeiT's recipe (Touvron et al. 2021, facebookresearch/deit ``main.py`` defaults):
+      RandomResizedCrop (bicubic) + flip + RandAugment ``rand-m9-mstd0.5-inc1`` + random erasing
+      (p 0.25, per-pixel noise, one box); colour jitter 0.3 is passed as DeiT does, and timm drops
+      it when RandAugment is on. Mixup / CutMix act on batches and belong to the training loop.
+
+    Images already at ``image_size`` (CIFAR at 32 px) take ``RandomCrop(size, padding=4)`` in
+    place of the resized crop and no resize / centre crop at evaluation, as DeiT's
+    ``build_transform`` does for inputs of 32 px and the CIFAR ResNet recipes do.
+``crop_fraction`` (0.875)
+    evaluation resizes the short side to ``image_size / crop_fraction`` then centre-crops
+    (bicubic under ``deit``, bilinear otherwise).
+``min_scale`` (0.08)
+    RandomResizedCrop's lower scale bound.
+
+Tensors are normalised with the ImageNet mean and std. The validation split is carved from the
+official training split with :func:`dilt.data.carve_validation` (stratified, deterministic per
+``seed``); it is a view over a second dataset object on the same files that uses the eval
+transform, so validation images are never augmented.
+
+Randomness of the augmentations: torchvision's flip and timm's per-pixel erasing noise draw from
+torch's global generator; timm's resized crop, RandAugment's apply-probability, magnitude noise
+(``mstd``) and sign, and the erasing box draw from Python's ``random``; RandAugment picks its two
+operations with NumPy's global generator (``np.random.choice``). Nothing else is random, so
+seeding these three before an item is loaded (``dilt.data.loader`` does, from the epoch's seed and
+the item's index) replays the same augmented images in a resumed run, whatever the workers.
+
+CIFAR-100's superclasses (the 20 ``coarse_labels``) come with the bundle
+(``DataBundle.superclasses``), for the ``semantic`` partition scheme.
 """
 
 from __future__ import annotations
@@ -91,16 +121,46 @@ def _require(path: Path, dataset: str, kind: str = "file") -> Path:
 
 # --- transforms --------------------------------------------------------------------------------
 
-def make_transforms(image_size: int = 224, *, crop_fraction: float = 0.875,
-                    min_scale: float = 0.08) -> tuple[Callable, Callable]:
-    """(train, eval) transforms: PIL RGB image -> normalised float tensor (3, size, size)."""
+AUGMENTS = ("none", "basic", "deit")
+
+# DeiT's training augmentation: the defaults of facebookresearch/deit main.py, as passed to timm
+DEIT_TRAIN = {"auto_augment": "rand-m9-mstd0.5-inc1", "interpolation": "bicubic", "re_prob": 0.25,
+              "re_mode": "pixel", "re_count": 1, "color_jitter": 0.3}
+BASIC_TRAIN = {"interpolation": "bilinear", "color_jitter": None}
+
+
+def check_augment(augment) -> str:
+    """``augment`` as one of AUGMENTS (``True``/``False`` of older configs mean basic/none)."""
+    if isinstance(augment, bool):
+        return "basic" if augment else "none"
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment: {augment!r} is not one of {', '.join(AUGMENTS)}")
+    return augment
+
+
+def make_transforms(image_size: int = 224, *, augment: str = "basic", crop_fraction: float = 0.875,
+                    min_scale: float = 0.08, native_size: int | None = None
+                    ) -> tuple[Callable, Callable]:
+    """(train, eval) transforms: PIL RGB image -> normalised float tensor (3, size, size).
+    ``native_size``: the data set's own image side when all its images share one (CIFAR: 32)."""
+    from timm.data import create_transform
+
+    augment = check_augment(augment)
+    native = native_size is not None and native_size == image_size
+    interpolation = "bicubic" if augment == "deit" else "bilinear"
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    train = T.Compose([T.RandomResizedCrop(image_size, scale=(min_scale, 1.0),
-                                           interpolation=T.InterpolationMode.BILINEAR),
-                       T.RandomHorizontalFlip(), *norm])
-    resize = int(round(image_size / crop_fraction))
-    evaluate = T.Compose([T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
-                          T.CenterCrop(image_size), *norm])
+    if native:
+        evaluate = T.Compose(norm)
+    else:
+        evaluate = create_transform(image_size, is_training=False, interpolation=interpolation,
+                                    crop_pct=crop_fraction, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    if augment == "none":
+        return evaluate, evaluate
+    options = DEIT_TRAIN if augment == "deit" else BASIC_TRAIN
+    train = create_transform(image_size, is_training=True, scale=(min_scale, 1.0),
+                             mean=IMAGENET_MEAN, std=IMAGENET_STD, **options)
+    if native:  # as DeiT's build_transform for 32 px inputs: pad-and-crop, no rescaling
+        train.transforms[0] = T.RandomCrop(image_size, padding=4)
     return train, evaluate
 
 
@@ -148,18 +208,21 @@ class ArrayImages(Dataset):
 
 def _bundle(name: str, make_train: Callable[[Callable], Dataset], train_targets: np.ndarray,
             make_test: Callable[[Callable], Dataset], test_targets: np.ndarray,
-            class_names: list[str], *, seed: int, val_fraction: float, image_size: int = 224,
-            augment: bool = True, crop_fraction: float = 0.875,
-            min_scale: float = 0.08) -> DataBundle:
-    """Build train (augmented), validation (eval transform, carved from train) and test."""
-    train_tf, eval_tf = make_transforms(image_size, crop_fraction=crop_fraction,
-                                        min_scale=min_scale)
-    train_aug = make_train(train_tf if augment else eval_tf)
+            class_names: list[str], native_size: int | None = None,
+            superclasses: np.ndarray | None = None, superclass_names: Sequence[str] = (), *,
+            seed: int, val_fraction: float, image_size: int = 224, augment: str = "basic",
+            crop_fraction: float = 0.875, min_scale: float = 0.08) -> DataBundle:
+    """Build train (augmented), validation (eval transform, carved from train) and test. Its
+    keyword-only parameters are the options every image loader accepts (read by the config)."""
+    train_tf, eval_tf = make_transforms(image_size, augment=augment, crop_fraction=crop_fraction,
+                                        min_scale=min_scale, native_size=native_size)
+    train_aug = make_train(train_tf)
     train_eval = make_train(eval_tf)   # the same files, never augmented: for the validation part
     test = make_test(eval_tf)
     bundle = carve_validation(name, train_aug, np.asarray(train_targets), test,
                               np.asarray(test_targets), len(class_names),
-                              (3, image_size, image_size), val_fraction, seed, class_names)
+                              (3, image_size, image_size), val_fraction, seed, class_names,
+                              superclasses=superclasses, superclass_names=superclass_names)
     bundle.val = Subset(train_eval, list(bundle.val.indices))
     return bundle
 
@@ -251,29 +314,48 @@ def load_pickle(path: Path) -> dict:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def _cifar_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_split(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(images N x 32 x 32 x 3, fine labels, coarse labels or None when the file has none)."""
     d = load_pickle(path)
     try:
         data, labels = d["data"], d["fine_labels"]
     except KeyError as e:
         raise ValueError(f"cifar100: {path} has no {e.args[0]!r} entry (is it CIFAR-100?)") from None
     images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+    coarse = d.get("coarse_labels")
+    return (np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64),
+            None if coarse is None else np.asarray(coarse, dtype=np.int64))
+
+
+def superclass_map(fine: np.ndarray, coarse: np.ndarray, num_classes: int,
+                   source: Path) -> np.ndarray:
+    """fine class -> its superclass, read off the per-image label pairs; an error when a class
+    has images in two superclasses or none."""
+    out = np.full(num_classes, -1, dtype=np.int64)
+    for c in range(num_classes):
+        sup = np.unique(coarse[fine == c])
+        if len(sup) != 1:
+            raise ValueError(f"cifar100: {source}: class {c} has coarse labels {sup.tolist()} "
+                             "(expected exactly one superclass per class)")
+        out[c] = sup[0]
+    return out
 
 
 @register_dataset("cifar100")
 def cifar100(root: Path, *, seed: int = 0, val_fraction: float = 0.1, **options) -> DataBundle:
     base = _require(Path(root) / "cifar100" / "cifar-100-python", "cifar100", "dir")
     meta = load_pickle(_require(base / "meta", "cifar100"))
-    class_names = [n.decode() if isinstance(n, bytes) else str(n)
-                   for n in meta["fine_label_names"]]
-    tr_x, tr_y = _cifar_split(_require(base / "train", "cifar100"))
-    te_x, te_y = _cifar_split(_require(base / "test", "cifar100"))
+    names = lambda key: [n.decode() if isinstance(n, bytes) else str(n)  # noqa: E731
+                         for n in meta.get(key, [])]
+    class_names = names("fine_label_names")
+    tr_x, tr_y, tr_c = _cifar_split(_require(base / "train", "cifar100"))
+    te_x, te_y, _ = _cifar_split(_require(base / "test", "cifar100"))
     _check_labels("cifar100", tr_y, len(class_names), base / "train")
     _check_labels("cifar100", te_y, len(class_names), base / "test")
+    supers = None if tr_c is None else superclass_map(tr_y, tr_c, len(class_names), base / "train")
     return _bundle("cifar100", lambda tf: ArrayImages(tr_x, tr_y, tf), tr_y,
-                   lambda tf: ArrayImages(te_x, te_y, tf), te_y, class_names,
-                   seed=seed, val_fraction=val_fraction, **options)
+                   lambda tf: ArrayImages(te_x, te_y, tf), te_y, class_names, 32, supers,
+                   names("coarse_label_names"), seed=seed, val_fraction=val_fraction, **options)
 
 
 # --- Stanford Cars -----------------------------------------------------------------------------

@@ -88,6 +88,6 @@ def find(job) -> None:
 
 register_method(Method(
     name="savit", kind="structured", display="SAViT", find=find, needs=("theta0", "dense"),
-    retrain=False, options=dict(OPTIONS),
+    retrain=False, vit_only=True, options=dict(OPTIONS),
     cite="Zheng, Li, Zhang, Yang, Tan, Xiao, Ren, Pu. SAViT: Structure-Aware Vision Transformer "
          "Pruning via Collaborative Optimization. NeurIPS 2022"))

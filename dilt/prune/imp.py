@@ -90,6 +90,7 @@ def run_imp(parts: Sequence[Part], prunable: Sequence[str], targets: Sequence[fl
                     raise FileCheckError(f"{wpath}: does not match {done.name} (damaged or mixed runs); "
                                          "delete the run directory to recompute")
                 model.load_state_dict(state)
+                (out / f"ckpt_r{r}{suffix(k)}.pt").unlink(missing_ok=True)  # a kill after the commit
             else:
                 hook = _rewind_saver(rewind, rewind_epoch, meta) if r == 0 and rewind_epoch > 0 else None
                 ckpt = out / f"ckpt_r{r}{suffix(k)}.pt"
