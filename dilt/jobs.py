@@ -482,6 +482,10 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
     probe_x = torch.cat([x for x, _ in batches(ds, idx, 512)])
     result = run_analysis(models, masks, probe_x, weight_layers(models[0]), {**cfg, "seed": seed},
                           feature_cache=caches)
+    from dilt.tickets import failed_round
+
+    failed = [failed_round(d, _failed_floor(suite)) for d in run_dirs]
+    result["flags"] = "failed_source" if any(f is not None and f <= r for f in failed) else ""
     result["meta"] = {"model": model, "dataset": dataset, "seed": seed, "partition": tag,
                       "sparsity": sparsity, "round": r, "probe_size": int(len(idx)),
                       "provenance": prov.digest(prov.analysis_settings(suite, model, dataset, seed, tag))}

@@ -25,17 +25,24 @@ def run(suite: Suite, what: str, records=None, imp=None, analysis_files=None) ->
     (the workflow passes them); nothing else on disk enters the report."""
     from dilt.report import aggregate
 
+    from dilt.report import verdicts
+
     res = suite.results_dir
     csv, imp_csv = res / "results.csv", res / "imp_rounds.csv"
     tables, figures = Path("tables") / suite.name, Path("figures") / suite.name
+    nc = None  # number of classes per data set: verdicts.KNOWN_NUM_CLASSES
+    vs = suite.spec.get("flags") or {}
     if what == "results":
         aggregate.write_results_csv(res if records is None else records, csv)
         aggregate.write_imp_csv(res if imp is None else imp, imp_csv)
     elif what == "tables":
         from dilt.report import analysis_tables, tables as t
 
-        t.write_tables(csv, imp_csv, tables, suite.name)
+        t.write_tables(csv, imp_csv, tables, suite.name, num_classes=nc,
+                       density_floor=vs.get("density_floor"))
         analysis_tables.write_exp2_blocks(analyses(suite, analysis_files), tables / "exp2_blocks.tex")
+        verdicts.write_claims(csv, analyses(suite, analysis_files), suite.spec.get("claims"),
+                              tables / "claims.tex", nc, vs)
     elif what == "figures":
         from dilt.report import analysis_figures, figures as f
 
@@ -49,7 +56,9 @@ def run(suite: Suite, what: str, records=None, imp=None, analysis_files=None) ->
         from dilt.report import analysis_tables, paper
 
         extra = analysis_tables.exp2_findings(analyses(suite, analysis_files))
-        if paper.build_paper(suite.name, root=".", extra_findings=extra, results_csv=csv) is None:
+        if paper.build_paper(suite.name, root=".", extra_findings=extra, results_csv=csv,
+                             claims=suite.spec.get("claims"), analyses=analyses(suite, analysis_files),
+                             num_classes=nc, settings=vs) is None:
             # asked for the PDF explicitly (`snakemake paper`) on a machine without TeX
             raise FileNotFoundError(paper.TEX_HINT)
 

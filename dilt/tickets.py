@@ -46,7 +46,7 @@ def select(table: list[dict[str, Mask]], partition_masks: list[Mask], target: fl
     raise ValueError(f"unknown ticket mode {mode!r}; known: {', '.join(MODES)}")
 
 
-def _failed_rounds(run_dir: str | os.PathLike, floor: float) -> int | None:
+def failed_round(run_dir: str | os.PathLike, floor: float) -> int | None:
     """The first round whose validation accuracy fell below ``floor`` times round 0's (the dense
     model's) on the run's own partition, or None: tickets from that round on carry a flag."""
     rounds = sorted(read_json(Path(run_dir) / "imp_summary.json")["rounds"], key=lambda r: r["round"])
@@ -64,7 +64,7 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
     table = ticket_table(per_part)
     part_masks = per_part[0][:len(table)]
     part_sparsity = [m.sparsity for m in part_masks]
-    failed = [_failed_rounds(d, failed_floor) for d in run_dirs]
+    failed = [failed_round(d, failed_floor) for d in run_dirs]
     epochs = [read_json(Path(d) / MANIFEST)["masks"] for d in run_dirs]
     epochs_per_round = _epochs_per_round(epochs[0])
     names = list(table[0])

@@ -106,6 +106,8 @@ def records(spec: dict, root: str) -> list[str]:
                     base = f"{run}/{tag}/{source}/retrain"
                     out += [f"{base}/records.json"] if batch else [f"{base}/{e}.records.json" for e in names]
                 for target in transfer_targets(spec):
+                    if target == dataset:  # a transfer needs a new data set
+                        continue
                     for tag in [FULL] + tags(spec):
                         sources = transfer_sources(spec, tag)
                         if not sources:

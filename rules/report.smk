@@ -1,7 +1,7 @@
 # Aggregation: results.csv, LaTeX tables, figures and the manuscript. Only the outputs the
 # current config declares enter the report (never whatever else is on disk).
 TABLES = [f"tables/{SUITE}/{t}.tex" for t in
-          ("exp1_sparsity", "exp1_rounds", "exp2_blocks", "exp3_specialists", "exp4_transfer")]
+          ("claims", "exp1_sparsity", "exp1_rounds", "exp2_blocks", "exp3_specialists", "exp4_transfer")]
 FIGURES = [f"figures/{SUITE}/{f}.{ext}" for f in
            ("fig1_gw_heatmap", "fig2_layer_clusters", "fig3_block_analysis",
             "acc_vs_sparsity", "acc_vs_rounds") for ext in ("pdf", "png")]

@@ -165,7 +165,7 @@ def _fake_analysis(seed: int, label: str) -> dict:
                         "gw_ii_mean": float(G[b, b]), "jaccard": 0.5 - 0.1 * b,
                         "chance_jaccard": 0.25, "ratio": (0.5 - 0.1 * b) / 0.25}
                        for b in (0, 1)],
-            "correlations": {"layer_gw_vs_jaccard": {"rho": -0.8, "p": 0.01 * (seed + 1)}}}
+            "correlations": {"layer_gw_vs_jaccard": {"rho": -0.8, "p": 0.01 * (seed + 1), "n": 8}}}
 
 
 def test_figures_and_table_are_written_and_degrade_gracefully(tmp_path):
@@ -181,7 +181,7 @@ def test_figures_and_table_are_written_and_degrade_gracefully(tmp_path):
     text = write_exp2_blocks(runs, tmp_path / "t.tex")
     assert (tmp_path / "t.tex").read_text() == text
     assert text.count(r"\begin{table}") == 2
-    assert "cnn / digits / iid2 & 1 & 2 (a .. b) & 200" in text
+    assert "cnn / digits / iid2 & 1 (a .. b) & 2/2 & 200/200" in text
     assert "-0.80 $\\pm$ 0.00 & 0.01--0.02" in text  # layer rho over seeds, p range
     assert "CKA vs G\\_ii, layers & -- & --" in text  # missing part shown as a dash
     assert "ARI" in text

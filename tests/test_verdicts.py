@@ -324,3 +324,71 @@ def test_claims_table_is_escaped_booktabs(tmp_path):
     assert "\\toprule" in tex and "\\bottomrule" in tex
     assert "H1\\_a" in tex and "\\& 100\\% sure" in tex
     assert "+5.00 [" in tex and "supported" in tex
+
+
+# ---------------------------------------------------------------- the claims table from results.csv
+
+def _claims_csv(tmp_path):
+    """Three model groups with union - core = +5 (true), -5 (false), +-1 around 0 (borderline)
+    points; a fourth whose union is 50% denser than any core row (unmatched); a fifth whose
+    core is collapsed in every seed."""
+    rows = []
+    cases = {"true": [0.05, 0.06, 0.04], "false": [-0.05, -0.06, -0.04],
+             "border": [0.01, -0.01, 0.002], "mismatch": [0.05, 0.06, 0.04],
+             "collapsed": [0.05, 0.06, 0.04]}
+    for model, diffs in cases.items():
+        for s, d in enumerate(diffs):
+            core = {"model": model, "ticket": "core", "seed": s, "value": 0.8}
+            union = {"model": model, "ticket": "union", "seed": s, "value": 0.8 + d}
+            if model == "mismatch":
+                union["actual_sparsity"] = 0.85          # density 0.15 vs the core's 0.10
+            if model == "collapsed":
+                core.update(collapsed=True, empty_layers=1)
+            rows += [core, union]
+    df = frame(*rows)
+    path = tmp_path / "results.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_write_claims_table_verdicts(tmp_path):
+    path = _claims_csv(tmp_path)
+    out = tmp_path / "tables" / "claims.tex"
+    got = V.write_claims(path, None, [UNION_CORE], out, {"digits": 10})
+    by = {v["group"]["model"]: v for v in got}
+    assert by["true"]["verdict"] == "supported"
+    assert by["false"]["verdict"] == "refuted"
+    assert by["border"]["verdict"] == "inconclusive"
+    assert by["mismatch"]["verdict"] == "inconclusive" and by["mismatch"]["unmatched"] == 3
+    assert by["mismatch"]["n_pairs"] == 0
+    assert by["collapsed"]["verdict"] == "inconclusive"
+    assert "collapsed" in by["collapsed"]["flag_reasons"]
+    # the interval, computed here with scipy
+    d = np.array([5.0, 6.0, 4.0])
+    lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
+    tex = out.read_text()
+    assert f"+5.00 [{lo:+.2f}, {hi:+.2f}] points" in tex
+    assert "longtable" in tex and tex.count("& refuted \\\\") == 1 and tex.count("& supported \\\\") == 1
+    assert (out.with_suffix(".json")).exists()
+
+
+def test_write_claims_falls_back_to_default_claims(tmp_path):
+    path = _claims_csv(tmp_path)
+    got = V.write_claims(path, None, None, tmp_path / "c.tex")
+    assert {v["id"] for v in got} == {c["id"] for c in V.DEFAULT_CLAIMS}
+
+
+def test_same_mask_in_sm_and_dm_counted_once():
+    rows = []
+    for s in range(3):
+        for mode, t in (("source-matched", 0.9), ("density-matched", 0.9),
+                        ("density-matched", 0.95)):
+            for control, v in (("ticket", 0.85), ("random", 0.80 - 0.01 * s)):
+                rows.append({"seed": s, "mode": mode, "target_sparsity": t, "control": control,
+                             "value": v, "round": 3, "actual_sparsity": 0.9})
+    df = frame(*rows)
+    dup = V.same_mask_duplicates(df)
+    assert dup.sum() == 12 and not dup[df["mode"] == "source-matched"].any()
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E1-ticket-random")
+    v = one(df, claim)
+    assert len(v["comparisons"]) == 1 and v["comparisons"][0]["anchor_mode"] == "source-matched"

@@ -1,8 +1,10 @@
-"""The manuscript: generated findings, per-suite macros, and the latexmk build.
+"""The manuscript: generated results and appendix, per-suite macros, and the latexmk build.
 
 ``paper/main.tex`` is shared by every suite. For suite S, :func:`build_paper` writes
-``paper/S/suite.tex`` (macros naming ``tables/S`` and ``figures/S``) and ``paper/S/findings.tex``
-(plain sentences from ``results/S/results.csv``), then compiles from the repository root::
+``paper/S/suite.tex`` (macros naming ``tables/S`` and ``figures/S``), ``paper/S/results.tex``
+(one sentence per declared claim, from :func:`dilt.report.verdicts.suite_verdicts`) and
+``paper/S/findings.tex`` (the itemised comparisons of the appendix, from ``results.csv``), then
+compiles from the repository root::
 
     TEXINPUTS=paper/S: latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=paper/S paper/main.tex
 """
@@ -11,53 +13,151 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from dilt.io import write_text
+from dilt.report import verdicts as V
 from dilt.report.aggregate import read_results
 from dilt.report.latex import escape
-from dilt.report.tables import MODE_ABBR, delta, pct, ticket_label
+from dilt.report.tables import MODE_ABBR, pct, ticket_label
 
-TABLES = ["exp1_sparsity", "exp1_rounds", "exp2_blocks", "exp3_specialists", "exp4_transfer"]
+TABLES = ["claims", "exp1_sparsity", "exp1_rounds", "exp2_blocks", "exp3_specialists",
+          "exp4_transfer"]
 FIGURES = ["fig1_gw_heatmap", "fig2_layer_clusters", "fig3_block_analysis", "acc_vs_sparsity",
            "acc_vs_rounds"]
+MAX_MAIN_PAGES = 12
 TEX_HINT = ("PDF skipped: latexmk not found; install TeX with `apt-get install latexmk "
             "texlive-latex-recommended texlive-latex-extra texlive-pictures texlive-science` "
             "or `conda install -c conda-forge texlive-core`, then rerun.")
-
-CRITERION = (
-    "Each statement below compares two groups of runs (mean over seeds, top-1 in \\%). A "
-    "comparison \\emph{holds} when the difference of the means goes in the predicted direction "
-    "by more than the pooled seed standard deviation $\\sqrt{(s_a^2+s_b^2)/2}$; otherwise it "
-    "\\emph{does not hold} (either reversed, or within the seed spread). This rule was fixed "
-    "before the results were seen; it is a check of spread, not a significance test. With a "
-    "single seed there is no spread estimate and only the sign is used.")
+VERDICT_ORDER = ("supported", "refuted", "inconclusive", "not testable", "not run")
+SECTIONS = [("E1", "Cost and accuracy at equal sparsity (experiment 1)"),
+            ("E3", "Specialisation (experiment 3)"),
+            ("E4", "Transfer (experiment 4)"),
+            ("E2", "Functional blocks (experiment 2)")]
 
 
-# ---------------------------------------------------------------- verdicts
+# ---------------------------------------------------------------- results (main text)
 
-def verdict(a, b) -> tuple[str, float, float]:
-    """(verdict text, difference, pooled std) for the prediction mean(a) > mean(b)."""
-    d, sd = delta(a, b)
-    if math.isnan(sd):
-        text = "holds (single seed, sign only)" if d > 0 else "does not hold (single seed, sign only)"
-    elif d > sd:
-        text = "holds"
-    elif d < -sd:
-        text = "does not hold (reversed)"
+def _num(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def _group_text(group: dict) -> str:
+    g = {k: v for k, v in group.items() if v not in (None, "-")}
+    src = g.pop("source_dataset", None)
+    label = "/".join(str(v) for v in g.values())
+    if src is not None and src != g.get("dataset"):
+        label += f" (masks from {src})"
+    return label or "all results"
+
+
+def _targets(v: dict) -> str:
+    ts = sorted({float(c["anchor_target"]) for c in v.get("comparisons", [])
+                 if c.get("anchor_target") is not None and not pd.isna(c["anchor_target"])})
+    return ", ".join(f"{100 * t:g}" for t in ts) + "\\%" if ts else ""
+
+
+def group_sentence(v: dict) -> str:
+    """One LaTeX sentence for one verdict: group, paired difference and interval, the densities
+    compared, the verdict, and what was left out (unmatched, flagged)."""
+    where = escape(_group_text(v["group"]))
+    if v["verdict"] in ("not run", "not testable"):
+        return f"On {where} it is \\emph{{{v['verdict']}}}: {escape(v['reason'])}."
+    if math.isnan(v["mean"]):
+        diff = "no paired difference could be formed"
     else:
-        text = "does not hold (within the seed spread)"
-    return text, d, sd
+        iv = "" if math.isnan(v["lo"]) else f" [{_num(v['lo'])}, {_num(v['hi'])}]"
+        diff = (f"the mean paired difference is {_num(v['mean'])}{iv} {escape(v['units'])} over "
+                f"{v['n']} seed{'s' if v['n'] != 1 else ''}")
+    at = []
+    if v["kind"] != "correlation":
+        t = _targets(v)
+        if t:
+            at.append(f"targets {t}")
+        gap = v.get("density_gap", math.nan)
+        if not pd.isna(gap):
+            at.append(f"mean density ratio {1 + gap:.2f}" if "same target" in v["comparison"]
+                      else f"largest density gap counted {100 * gap:.1f}\\%")
+        if v.get("interpolated"):
+            at.append(f"{v['interpolated']} value(s) interpolated")
+    left = []
+    if v.get("unmatched"):
+        left.append(f"{v['unmatched']} unmatched pair(s)")
+    if v.get("flagged_comparisons"):
+        left.append(f"{v['flagged_comparisons']} comparison(s) with flagged inputs "
+                    f"({escape(v['flag_reasons'].replace(';', ', '))})")
+    text = (f"On {where} {diff}" + (f" ({'; '.join(at)})" if at else "")
+            + f": \\emph{{{v['verdict']}}}")
+    if left:
+        text += "; left out: " + " and ".join(left)
+    return text + "."
 
 
-def _pp(d: float, sd: float) -> str:
-    spread = "" if math.isnan(sd) else f", pooled std {sd:.1f}"
-    return f"$\\Delta = {d:+.1f}$ points{spread}"
+def claim_paragraph(vs: list[dict]) -> str:
+    """The sentences of one claim (all its groups): what is compared, then one per group."""
+    v0 = vs[0]
+    head = (f"\\textbf{{{escape(v0['id'])}}}. {escape(v0['text'])} Compared: "
+            f"{escape(v0['comparison'])}.")
+    return " ".join([head] + [group_sentence(v) for v in vs])
+
+
+def results_text(verdicts: list[dict], tolerance: float = V.TOLERANCE) -> str:
+    """The generated results section (LaTeX): a tally, then one paragraph per claim, grouped by
+    experiment, every number taken from ``verdicts``."""
+    by_id: dict[str, list[dict]] = {}
+    for v in verdicts:
+        by_id.setdefault(v["id"], []).append(v)
+    tally = Counter(v["verdict"] for v in verdicts)
+    counts = ", ".join(f"{tally[k]} {k}" for k in VERDICT_ORDER if tally[k])
+    alpha = verdicts[0].get("alpha", 0.05) if verdicts else 0.05
+    lines = ["% Generated by dilt.report.paper.results_text from the verdicts; do not edit.",
+             f"The suite declares {len(by_id)} claims, evaluated in {len(verdicts)} groups "
+             f"(model, data set): {counts or 'none'}. Every sentence below is generated from "
+             f"Table~\\ref{{tab:claims}}. A difference is the mean over seeds of the paired, "
+             f"per-seed difference with its {100 * (1 - alpha):.0f}\\% interval; accuracy "
+             f"comparisons are at equal actual density (within "
+             f"{100 * tolerance:g}\\% relative, or interpolated between bracketing IMP rounds), "
+             "and pairs that cannot be matched or that involve a flagged ticket are left out and "
+             "counted.", ""]
+    done = set()
+    for prefix, title in SECTIONS:
+        ids = [i for i in by_id if i.split("-")[0] == prefix]
+        if not ids:
+            continue
+        lines += [f"\\paragraph{{{title}.}}", ""]
+        for i in ids:
+            lines += [claim_paragraph(by_id[i]), ""]
+            done.add(i)
+    rest = [i for i in by_id if i not in done]
+    if rest:
+        lines += ["\\paragraph{Other claims.}", ""]
+        lines += [claim_paragraph(by_id[i]) + "\n" for i in rest]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(verdicts: list[dict], out_path: str | Path,
+                  tolerance: float = V.TOLERANCE) -> Path:
+    write_text(out_path, results_text(verdicts, tolerance))
+    return Path(out_path)
+
+
+# ---------------------------------------------------------------- appendix (itemised lists)
+
+LISTING_NOTE = (
+    "The lists below give every comparison behind the claims, group by group (mean over seeds, "
+    "top-1 in \\%, each side's mean actual sparsity $s$). They draw no conclusion: the verdicts "
+    "are those of Table~\\ref{tab:claims}. A row is marked \\textsc{unmatched} when the two "
+    "sides' mean densities differ by more than the tolerance, and \\textsc{flagged} when a "
+    "ticket of either side is flagged in some seed; such rows are listed but never count as "
+    "support. Density-matched tickets that are the same mask as a source-matched one are listed "
+    "once.")
 
 
 def _acc(values) -> str:
@@ -75,32 +175,32 @@ def _where(model, dataset, partition=None, mode=None, target=None) -> str:
     return ", ".join(parts)
 
 
-def _tag(partition: str = "-", mode: str = "-") -> str:
-    """The subgroup a comparison is counted in: partition kind (and mode, if any)."""
-    kind = ("full data" if partition == "-" else
-            "sibling control" if partition.startswith("iid") else "class-disjoint")
-    return f"{kind}, {MODE_ABBR.get(mode, mode)}" if mode != "-" else kind
+def mark(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = V.TOLERANCE,
+         density: bool = True) -> str:
+    """``matched`` / ``UNMATCHED (gap)`` and ``FLAGGED (reasons)`` for two groups of rows."""
+    out = []
+    if density:
+        da, db = 1 - a.actual_sparsity.mean(), 1 - b.actual_sparsity.mean()
+        gap = abs(db - da) / da if da > 0 else math.inf
+        out.append(f"densities within {100 * gap:.1f}\\%" if gap <= tolerance else
+                   f"\\textsc{{unmatched}} (densities differ by {100 * gap:.0f}\\%)")
+    fl = V._join_flags(*a.get("flags", pd.Series(dtype=str)), *b.get("flags", pd.Series(dtype=str)))
+    if fl:
+        out.append(f"\\textsc{{flagged}} ({escape(fl.replace(';', ', '))})")
+    return "; ".join(out)
 
 
-def _summary(name: str, results: list[tuple[str, str, str]], empty: str,
-             note: str = "") -> list[str]:
-    """A heading, counts of comparisons that hold (overall and per subgroup), one item each."""
+def _pp(a, b) -> str:
+    return f"$\\Delta = {100 * (np.mean(a) - np.mean(b)):+.1f}$ points"
+
+
+def _listing(name: str, items: list[str], empty: str) -> list[str]:
     lines = [f"\\paragraph{{{name}}}"]
-    if not results:
-        return lines + [f"Not tested on this suite: {empty}", ""]
-    main = [r for r in results if "sibling control" not in r[2]] or results
-    n_hold = sum(v.startswith("holds") for v, _, _ in main)
-    overall = ("holds in every comparison" if n_hold == len(main) else
-               "does not hold in any comparison" if n_hold == 0 else
-               "holds in some comparisons and does not hold in others")
-    scope = "" if main is results else " (sibling control excluded)"
-    counts = pd.Series([t for _, _, t in results]).value_counts(sort=False)
-    held = pd.Series([t for v, _, t in results if v.startswith("holds")], dtype=object)
-    per = "; ".join(f"{escape(t)}: {int((held == t).sum())} of {n}" for t, n in counts.items())
-    lines.append(f"On this suite{scope} the prediction {overall}: it holds in {n_hold} of "
-                 f"{len(main)} comparisons (by subgroup: {per}). {note}".rstrip())
-    lines += ["\\begin{itemize}"] + [f"\\item {s}" for _, s, _ in results]
-    return lines + ["\\end{itemize}", ""]
+    if not items:
+        return lines + [f"Not run on this suite: {empty}", ""]
+    n_ok = sum(("unmatched" not in t and "flagged" not in t) for t in items)
+    lines.append(f"{len(items)} comparisons, {n_ok} at matched density and unflagged.")
+    return lines + ["\\begin{itemize}"] + [f"\\item {t}" for t in items] + ["\\end{itemize}", ""]
 
 
 def _sel(df, **kw) -> pd.DataFrame:
@@ -110,10 +210,7 @@ def _sel(df, **kw) -> pd.DataFrame:
     return df[m]
 
 
-# ---------------------------------------------------------------- hypotheses
-
-def union_vs_core(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """H1: the union ticket beats the core ticket on T_full."""
+def union_vs_core(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     d = _sel(df, experiment="retrain", split="full", metric="top1", method="dilt", control="ticket")
     out = []
     for (model, ds, part, mode, t), g in d.groupby(["model", "dataset", "partition", "mode",
@@ -121,17 +218,16 @@ def union_vs_core(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         u, c = g[g.ticket == "union"], g[g.ticket == "core"]
         if u.empty or c.empty:
             continue
-        v, dd, sd = verdict(u.value, c.value)
-        out.append((v, f"{_where(model, ds, part, mode, t)}: union {_acc(u.value)} "
-                       f"(sparsity {u.actual_sparsity.mean():.3f}) vs core {_acc(c.value)} "
-                       f"(sparsity {c.actual_sparsity.mean():.3f}), {_pp(dd, sd)}: {v}.",
-                    _tag(part, mode)))
+        out.append(f"{_where(model, ds, part, mode, t)}: union {_acc(u.value)} "
+                   f"($s={u.actual_sparsity.mean():.3f}$) vs core {_acc(c.value)} "
+                   f"($s={c.actual_sparsity.mean():.3f}$), {_pp(u.value, c.value)}; "
+                   f"{mark(u, c, tolerance)}.")
     return out
 
 
-def ticket_vs_random(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """H2: every ticket beats its random control (same per-layer densities) on T_full."""
+def ticket_vs_random(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     d = _sel(df, experiment="retrain", split="full", metric="top1")
+    d = d[~V.same_mask_duplicates(d)]
     keys = ["model", "dataset", "partition", "method", "ticket", "mode", "target_sparsity"]
     out = []
     for key, g in d.groupby(keys):
@@ -139,50 +235,40 @@ def ticket_vs_random(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         if a.empty or b.empty:
             continue
         model, ds, part, method, ticket, mode, t = key
-        v, dd, sd = verdict(a.value, b.value)
-        out.append((v, f"{_where(model, ds, part, None, t)}, {escape(ticket_label(method, ticket, mode))}: "
-                       f"ticket {_acc(a.value)} vs random {_acc(b.value)}, {_pp(dd, sd)}: {v}.",
-                    _tag(part, mode)))
+        out.append(f"{_where(model, ds, part, None, t)}, "
+                   f"{escape(ticket_label(method, ticket, mode))}: ticket {_acc(a.value)} vs "
+                   f"random {_acc(b.value)} ($s={a.actual_sparsity.mean():.3f}$), "
+                   f"{_pp(a.value, b.value)}; {mark(a, b, tolerance)}.")
     return out
 
 
-def _per_seed(g: pd.DataFrame, splits) -> pd.Series:
-    return g[g.split.isin(splits)].groupby("seed").value.mean()
+def _per_seed(g: pd.DataFrame, split: str) -> pd.Series:
+    return g[g.split == split].groupby("seed").value.mean()
 
 
-def specialist_on_own_classes(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """H3: spec_k is more accurate on T_k than on the other partitions' classes."""
+def specialists(df: pd.DataFrame) -> list[str]:
+    """Per group: each specialist's T_1 - T_2 gap, and the difference in differences."""
     d = _sel(df, experiment="retrain", metric="top1", method="dilt", control="ticket")
-    d = d[d.split.str.startswith("part")]
     out = []
     for (model, ds, part, mode, t), g in d.groupby(["model", "dataset", "partition", "mode",
                                                      "target_sparsity"]):
-        splits = sorted(g.split.unique())
-        for ticket in sorted(x for x in g.ticket.unique() if x.startswith("spec")):
-            own = f"part{ticket[4:]}"
-            if own not in splits or len(splits) < 2:
-                continue
-            others = [s for s in splits if s != own]
-            s = g[g.ticket == ticket]
-            a, b = _per_seed(s, [own]), _per_seed(s, others)
-            v, dd, sd = verdict(a, b)
-            text = (f"{_where(model, ds, part, mode, t)}, {ticket}: {_acc(a)} on $T_{{{own[4:]}}}$ "
-                    f"vs {_acc(b)} on the other partitions' classes, {_pp(dd, sd)}: {v}.")
-            core = g[g.ticket == "core"]
-            if not core.empty:
-                cd, _ = delta(_per_seed(core, [own]), _per_seed(core, others))
-                text += (f" For reference, the core ticket's difference between the same splits "
-                         f"is ${cd:+.1f}$ points.")
-            n_coll = int(s.drop_duplicates("seed").collapsed.sum())
-            if n_coll:
-                text += (f" The ticket has an empty layer (collapsed) in {n_coll} of "
-                         f"{s.seed.nunique()} seeds.")
-            out.append((v, text, _tag(part, mode)))
+        if not {"part1", "part2"} <= set(g.split) or not {"spec1", "spec2"} <= set(g.ticket):
+            continue
+        gap = {k: (_per_seed(g[g.ticket == k], "part1") - _per_seed(g[g.ticket == k], "part2"))
+               for k in ("spec1", "spec2", "core")}
+        did = (gap["spec1"] - gap["spec2"]).dropna()
+        text = (f"{_where(model, ds, part, mode, t)}: $T_1 - T_2$ gap of spec$_1$ "
+                f"${100 * gap['spec1'].mean():+.1f}$, of spec$_2$ ${100 * gap['spec2'].mean():+.1f}$"
+                f" points; difference in differences ${100 * did.mean():+.1f}$ points")
+        if len(gap["core"].dropna()):
+            text += f" (the core's own gap: ${100 * gap['core'].mean():+.1f}$)"
+        sp = g[g.ticket.isin(["spec1", "spec2"])]
+        fl = mark(sp, sp, density=False)
+        out.append(text + (f"; {fl}" if fl else "") + ".")
     return out
 
 
-def core_transfers_better(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """H4: the core ticket transfers better than the union and the LTH ticket."""
+def transfer(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     d = _sel(df, experiment="transfer", split="full", metric="top1", control="ticket")
     out = []
     for (model, src, ds, t), g in d.groupby(["model", "source_dataset", "dataset",
@@ -192,21 +278,19 @@ def core_transfers_better(df: pd.DataFrame) -> list[tuple[str, str, str]]:
                 ["partition", "mode"]):
             union = g[(g.method == "dilt") & (g.ticket == "union") & (g.partition == part)
                       & (g["mode"] == mode)]
-            lth_m = lth[lth["mode"] == mode] if (lth["mode"] == mode).any() else lth
-            for name, other in (("union", union), ("LTH", lth_m)):
+            for name, other in (("union", union), ("LTH", lth)):
                 if other.empty:
                     continue
-                v, dd, sd = verdict(c.value, other.value)
-                out.append((v, f"{escape(model)}, masks from {escape(src)} "
-                               f"(partition {escape(part)}, {MODE_ABBR.get(mode, escape(mode))}) "
-                               f"trained on {escape(ds)}, target {pct(t)}: core {_acc(c.value)} "
-                               f"vs {name} {_acc(other.value)}, {_pp(dd, sd)}: {v}.",
-                            f"core vs {name}" + (", sibling control" if part.startswith("iid") else "")))
+                out.append(f"{escape(model)}, masks from {escape(src)} (partition "
+                           f"{escape(part)}, {MODE_ABBR.get(mode, escape(mode))}) trained on "
+                           f"{escape(ds)}, target {pct(t)}: core {_acc(c.value)} "
+                           f"($s={c.actual_sparsity.mean():.3f}$) vs {name} {_acc(other.value)} "
+                           f"($s={other.actual_sparsity.mean():.3f}$), {_pp(c.value, other.value)}; "
+                           f"{mark(c, other, tolerance)}.")
     return out
 
 
-def colt_fewer_rounds(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """H0: COLT reaches each target sparsity in fewer IMP rounds than LTH."""
+def colt_rounds(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     d = _sel(df, experiment="retrain", split="full", metric="top1", control="ticket")
     out = []
     for (model, ds, t), g in d.groupby(["model", "dataset", "target_sparsity"]):
@@ -214,50 +298,85 @@ def colt_fewer_rounds(df: pd.DataFrame) -> list[tuple[str, str, str]]:
         for part, c in g[g.method == "colt"].groupby("partition"):
             if lth.empty:
                 continue
-            rc, rl = c["round"].mean(), lth["round"].mean()
-            v = "holds" if rc < rl else "does not hold"
-            out.append((v, f"{_where(model, ds, part, None, t)}: COLT {rc:.1f} rounds "
-                           f"({c.trainings.mean():.0f} trainings) vs LTH {rl:.1f} rounds "
-                           f"({lth.trainings.mean():.0f} trainings): {v}.", _tag(part)))
+            out.append(f"{_where(model, ds, part, None, t)}: COLT {c['round'].mean():.1f} rounds, "
+                       f"{c.epochs.mean():.0f} epochs vs LTH {lth['round'].mean():.1f} rounds, "
+                       f"{lth.epochs.mean():.0f} epochs; {mark(c, lth, tolerance)}.")
     return out
 
 
-def findings_text(df: pd.DataFrame) -> str:
-    """The generated findings section (LaTeX) for one suite's results."""
+def comparisons_text(verdicts: list[dict]) -> list[str]:
+    """Per claim and group, the per-target verdicts (flagged ones marked, never counted)."""
+    lines = ["\\paragraph{Per-target verdicts.} Each claim's comparisons at one target and mode; "
+             "those with flagged inputs are marked and left out of the claim's verdict.",
+             "\\begin{itemize}"]
+    n = 0
+    for v in verdicts:
+        for c in v.get("comparisons", []):
+            t = c.get("anchor_target")
+            where = ", ".join(x for x in (
+                _group_text(v["group"]),
+                f"target {100 * float(t):g}\\%" if t is not None and not pd.isna(t) else "",
+                MODE_ABBR.get(str(c.get("anchor_mode")), str(c.get("anchor_mode")))
+                if str(c.get("anchor_mode")) not in ("-", "nan") else "",
+                str(c.get("anchor_partition")) if str(c.get("anchor_partition")) not in
+                ("-", "nan") else "") if x)
+            iv = "" if pd.isna(c["lo"]) else f" [{_num(c['lo'])}, {_num(c['hi'])}]"
+            diff = "--" if pd.isna(c["mean"]) else f"{_num(c['mean'])}{iv}"
+            fl = (f"; \\textsc{{flagged}} ({escape(c['flags'].replace(';', ', '))})"
+                  if c.get("flags") else "")
+            lines.append(f"\\item {escape(v['id'])}, {escape(where)}: {diff} "
+                         f"{escape(v['units'])}, {c['verdict']}{fl}.")
+            n += 1
+    if not n:
+        return []
+    return lines + ["\\end{itemize}", ""]
+
+
+def findings_text(df: pd.DataFrame, verdicts: list[dict] | None = None,
+                  tolerance: float = V.TOLERANCE) -> str:
+    """The appendix's itemised comparisons (LaTeX) for one suite's results."""
     models = ", ".join(escape(m) for m in sorted(df.model.unique())) or "none"
     n_seeds = df.seed.nunique()
-    lines = [f"% Generated by dilt.report.paper.write_findings from results.csv; do not edit.",
-             f"These findings are generated from {len(df)} result rows (models: {models}; "
-             f"{n_seeds} seed{'s' if n_seeds != 1 else ''}). {CRITERION}", ""]
+    lines = ["% Generated by dilt.report.paper.write_findings from results.csv; do not edit.",
+             f"These lists are generated from {len(df)} result rows (models: {models}; "
+             f"{n_seeds} seed{'s' if n_seeds != 1 else ''}). {LISTING_NOTE}", ""]
+    lines += comparisons_text(verdicts or [])
     sections = [
-        ("H0", "H0: COLT needs fewer IMP rounds than LTH.", colt_fewer_rounds(df),
-         "no COLT and LTH results.", "Each COLT round costs $N$ trainings, one per partition."),
-        ("H1", "H1: the union ticket is more accurate than the core ticket on $T_\\mathrm{full}$.",
-         union_vs_core(df), "no DiLT core and union results.",
-         "In SM mode the union keeps more weights than the core (see the sparsities); DM "
-         "compares them at nearly equal density."),
-        ("H2", "H2: tickets are more accurate than random masks with the same per-layer densities.",
-         ticket_vs_random(df), "no random-control results."),
-        ("H3", "H3: a specialist ticket $m_{\\mathrm{spec}_k}$ is more accurate on its own "
-               "partition's classes $T_k$ than on the other partitions' classes.",
-         specialist_on_own_classes(df), "no specialist tickets evaluated on $T_k$ splits."),
-        ("H4", "H4: the core ticket transfers better than the union and the LTH ticket.",
-         core_transfers_better(df), "no transfer results."),
+        ("L1", "Rounds and epochs of COLT and LTH.", colt_rounds(df, tolerance),
+         "no COLT and LTH results."),
+        ("L2", "Union and core tickets on $T_\\mathrm{full}$.", union_vs_core(df, tolerance),
+         "no DiLT core and union results."),
+        ("L3", "Tickets and their random controls.", ticket_vs_random(df, tolerance),
+         "no random-control results."),
+        ("L4", "Specialists on their own and the other partition's classes.", specialists(df),
+         "no specialist tickets evaluated on $T_k$ splits."),
+        ("L5", "Transfer of the core, union and LTH masks.", transfer(df, tolerance),
+         "no transfer results."),
     ]
-    for tag, name, results, empty, *note in sections:
+    for tag, name, items, empty in sections:
         lines.append(f"%% {tag}")
-        lines += _summary(name, results, empty, *note)
-    if "iid2" in set(df.partition):
-        lines.append("Partition iid2 splits samples, not classes: every part sees all classes. "
-                     "Its comparisons are the sibling control for the class-disjoint partitions and are "
-                     "counted separately.")
+        lines += _listing(name, items, empty)
+    if any(str(p).startswith("iid") for p in set(df.partition)):
+        lines.append("Partitions named iid split samples, not classes: every part sees all "
+                     "classes. They are the sibling control for the class-disjoint partitions.")
     return "\n".join(lines) + "\n"
 
 
-def write_findings(results_csv: str | Path, out_path: str | Path, extra: str = "") -> Path:
-    """Write the generated findings (``findings.tex``) for ``results_csv``, followed by
-    ``extra`` (the experiment-2 findings, generated from the analyses)."""
-    write_text(out_path, findings_text(read_results(results_csv)) + extra)
+def write_findings(results_csv: str | Path, out_path: str | Path, extra: str = "",
+                   verdicts: list[dict] | None = None, num_classes=None,
+                   settings=None) -> Path:
+    """Write the appendix listing (``findings.tex``) for ``results_csv``, followed by ``extra``
+    (the experiment-2 listing, generated from the analyses). Rows are flagged as the verdicts
+    flag them (``num_classes``, ``settings`` as in :func:`dilt.report.verdicts.suite_verdicts`)."""
+    df = read_results(results_csv)
+    settings = dict(settings or {})
+    if len(df):
+        nc = num_classes if isinstance(num_classes, (int, float)) else \
+            {**V.KNOWN_NUM_CLASSES, **dict(num_classes or {})}
+        df["flags"] = V.flag(df, margin=settings.get("chance_margin", V.CHANCE_MARGIN),
+                             num_classes=nc, density_floor=settings.get("density_floor"))
+    write_text(out_path, findings_text(df, verdicts, settings.get("tolerance", V.TOLERANCE))
+               + extra)
     return Path(out_path)
 
 
@@ -280,12 +399,28 @@ def write_suite_tex(suite: str, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "",
-                results_csv: str | Path | None = None) -> Path | None:
-    """Write suite.tex and findings.tex under paper/<suite>/ and compile paper/<suite>/main.pdf.
+def main_text_pages(out_dir: str | Path) -> int | None:
+    """Pages before the appendix of a compiled manuscript: the page of label ``sec:appendix``
+    in ``main.aux``, minus one (the appendix starts on a fresh page); None if not found."""
+    aux = Path(out_dir) / "main.aux"
+    if not aux.exists():
+        return None
+    m = re.search(r"\\newlabel\{sec:appendix\}\{\{[^}]*\}\{(\d+)\}", aux.read_text())
+    return int(m.group(1)) - 1 if m else None
 
-    Raises FileNotFoundError naming every missing input; returns None (one printed line) when
-    latexmk is not installed; raises RuntimeError with the log tail when LaTeX fails.
+
+def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "",
+                results_csv: str | Path | None = None, *, claims=None, analyses=None,
+                num_classes=None, settings=None) -> Path | None:
+    """Write suite.tex, results.tex and findings.tex under paper/<suite>/ and compile
+    paper/<suite>/main.pdf.
+
+    ``claims`` (the suite's declared claims; default :data:`~dilt.report.verdicts.DEFAULT_CLAIMS`),
+    ``analyses`` (experiment-2 results, a list or a mapping setting -> list), ``num_classes``
+    ({dataset: K}) and ``settings`` (tolerance, alpha, method, chance_margin, density_floor) are
+    passed to :func:`dilt.report.verdicts.suite_verdicts`, as for the claims table. Raises
+    FileNotFoundError naming every missing input; returns None (one printed line) when latexmk
+    is not installed; raises RuntimeError with the log tail when LaTeX fails.
     """
     root = Path(root)
     missing = [str(p) for p in required_inputs(suite, root) if not p.exists()]
@@ -298,7 +433,11 @@ def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "",
                                 + ", ".join(missing))
     write_suite_tex(suite, out_dir / "suite.tex")
     if results_csv.exists():
-        write_findings(results_csv, out_dir / "findings.tex", extra_findings)
+        verdicts = V.suite_verdicts(results_csv, analyses, claims, num_classes, settings)
+        tol = dict(settings or {}).get("tolerance", V.TOLERANCE)
+        write_results(verdicts, out_dir / "results.tex", tol)
+        write_findings(results_csv, out_dir / "findings.tex", extra_findings, verdicts,
+                       num_classes, settings)
     if shutil.which("latexmk") is None:
         print(TEX_HINT)
         return None
@@ -314,4 +453,8 @@ def build_paper(suite: str, root: str | Path = ".", extra_findings: str = "",
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         raise RuntimeError(f"latexmk failed for suite {suite!r} (log: {out_dir / 'main.log'}):\n"
                            f"{tail}")
+    pages = main_text_pages(out_dir)
+    if pages is not None and pages > MAX_MAIN_PAGES:
+        print(f"warning: the main text of suite {suite!r} runs to {pages} pages before the "
+              f"appendix (limit {MAX_MAIN_PAGES})")
     return pdf

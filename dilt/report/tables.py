@@ -17,9 +17,18 @@ import pandas as pd
 from dilt.io import write_text
 from dilt.report.aggregate import collect_imp, read_results
 from dilt.report.latex import booktabs_table, empty_table, escape, mean_std
+from dilt.report.verdicts import TOLERANCE, flag
 
 METHOD_NAMES = {"dense": "Dense", "lth": "LTH", "colt": "COLT", "dilt": "DiLT",
-                "random": "Random", "snip": "SNIP", "grasp": "GraSP", "rigl": "RigL"}
+                "random": "Random", "snip": "SNIP", "grasp": "GraSP",
+                "random_uniform": "Random-uniform", "random_erk": "Random-ERK", "rigl": "RigL",
+                "cap": "CAP", "savit": "SAViT"}
+PROTOCOLS = {"retrain": "$\\theta_0$", "own": "own"}
+FLAG_ABBR = {"bottleneck": "b", "collapsed": "c", "chance": "ch", "failed_source": "f"}
+FLAG_NOTE = ("$^\\dagger$: flagged in at least one seed (column Flags: b bottleneck layer, c "
+             "collapsed (an empty layer), ch accuracy within the chance margin, f built on a failed "
+             "partition run; the number is the count of flagged seeds). Flagged rows are shown "
+             "but never count as support for a claim.")
 MODE_ABBR = {"source-matched": "SM", "density-matched": "DM", "-": "-"}
 IMP_METHODS = ("lth", "colt", "dilt")
 
@@ -86,6 +95,36 @@ def delta_cell(ticket_vals, random_vals) -> str:
     return f"${d:+.1f}${mark}"
 
 
+def flag_cell(rows: pd.DataFrame) -> str:
+    """Flagged seeds per reason, e.g. ``b3 ch1`` (reasons from the ``flags`` column)."""
+    if "flags" not in rows or rows.empty:
+        return ""
+    per_seed = rows.groupby("seed")["flags"].agg(lambda f: set(x for v in f for x in
+                                                               str(v).split(";") if x))
+    counts = {k: sum(k in v for v in per_seed) for k in FLAG_ABBR}
+    return " ".join(f"{FLAG_ABBR[k]}{n}" for k, n in counts.items() if n)
+
+
+def dagger(rows: pd.DataFrame) -> str:
+    return r"$^\dagger$" if flag_cell(rows) else ""
+
+
+def matched_delta(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = TOLERANCE) -> str:
+    """Mean over shared seeds of a - b (points) when every seed's two actual densities agree
+    within ``tolerance`` (relative); ``unmatched`` otherwise; ``--`` without a shared seed."""
+    if a.empty or b.empty:
+        return "--"
+    m = (a.groupby("seed")[["value", "actual_sparsity"]].mean()
+         .merge(b.groupby("seed")[["value", "actual_sparsity"]].mean(), left_index=True,
+                right_index=True, suffixes=("", "_b")))
+    if m.empty:
+        return "--"
+    da, db = 1 - m["actual_sparsity"], 1 - m["actual_sparsity_b"]
+    if ((db - da).abs() > tolerance * da + 1e-12).any():
+        return "unmatched"
+    return f"${100 * (m['value'] - m['value_b']).mean():+.1f}$"
+
+
 def _label_id(*parts: str) -> str:
     return "-".join(re.sub(r"[^a-z0-9]+", "", str(p).lower()) for p in parts)
 
@@ -111,7 +150,8 @@ def latex_table(rows: pd.DataFrame, caption: str, label: str, header: list[str],
         top, rules, start = [""] * lead, [], lead + 1
         for title, span in groups:
             top.append(rf"\multicolumn{{{span}}}{{c}}{{{title}}}")
-            rules.append(rf"\cmidrule(lr){{{start}-{start + span - 1}}}")
+            if title:
+                rules.append(rf"\cmidrule(lr){{{start}-{start + span - 1}}}")
             start += span
         new = " & ".join(top) + r" \\" + "\n" + " ".join(rules) + "\n" + new
     return fit_width(tex.replace(old, new, 1))
@@ -133,43 +173,71 @@ def fit_width(tex: str) -> str:
 
 # ---------------------------------------------------------------- experiment 1
 
-def _exp1_block(g: pd.DataFrame, suite: str, model: str, dataset: str, partition: str) -> str:
-    targets = sorted(t for t in g["target_sparsity"].unique() if t > 0)
+EXP1_TICKETS = ("dense", "mask", "core", "union")
+
+
+def _exp1_keys(tickets: pd.DataFrame) -> list[tuple]:
+    keys = tickets.groupby(["target_sparsity", "method", "ticket", "mode", "protocol"]).groups
+    return sorted(keys, key=lambda k: (k[1] == "savit", k[1] != "dense", k[0],
+                                       *sort_key(k[1], k[2], k[3]), k[4] != "retrain"))
+
+
+def _exp1_block(g: pd.DataFrame, suite: str, model: str, dataset: str, partition: str,
+                tolerance: float) -> str:
     tickets = g[g["control"] == "ticket"]
     randoms = g[g["control"] == "random"]
-    keys = sorted(tickets.groupby(["method", "ticket", "mode"]).groups, key=lambda k: sort_key(*k))
+    flops = bool((tickets.method == "savit").any())
     rows = []
-    for method, ticket, mode in keys:
-        own = tickets[(tickets.method == method) & (tickets.ticket == ticket) & (tickets["mode"] == mode)]
-        rnd = randoms[(randoms.method == method) & (randoms.ticket == ticket) & (randoms["mode"] == mode)]
-        row = {"Ticket": ticket_label(method, ticket, mode)}
-        for t in targets:
-            at = own if method == "dense" else own[np.isclose(own.target_sparsity, t)]
-            rt = rnd[np.isclose(rnd.target_sparsity, t)]
-            row[f"s{t}"] = spars(at.actual_sparsity)
-            row[f"top1{t}"] = mean_std(at.value)
-            row[f"rand{t}"] = mean_std(rt.value) if len(rt) else "--"
-            row[f"delta{t}"] = delta_cell(at.value, rt.value) if len(at) else "--"
+    for t, method, ticket, mode, protocol in _exp1_keys(tickets):
+        sel = dict(method=method, ticket=ticket, mode=mode, protocol=protocol)
+        own = tickets[np.isclose(tickets.target_sparsity, t)]
+        own = own[np.logical_and.reduce([own[k] == v for k, v in sel.items()])]
+        rnd = randoms[np.isclose(randoms.target_sparsity, t)]
+        rnd = rnd[np.logical_and.reduce([rnd[k] == v for k, v in sel.items()])]
+        structured = method == "savit"
+        row = {"Target": "--" if method == "dense" else
+               (f"FLOPs $-${pct(t)}" if structured else pct(t)),
+               "Method": ticket_label(method, ticket, mode),
+               "Protocol": PROTOCOLS.get(protocol, escape(protocol)),
+               "s": "--" if structured else spars(own.actual_sparsity)}
+        if flops:
+            row["FLOPs"] = f"{own.flops_ratio.mean():.2f}" if structured else "--"
+        row.update({"Epochs": f"{own.epochs.mean():.0f}",
+                    "Top-1": mean_std(own.value) + dagger(own),
+                    "Random": (mean_std(rnd.value) + dagger(rnd)) if len(rnd) else "--",
+                    "Delta": matched_delta(own, rnd, tolerance) if len(rnd) else "--",
+                    "Flags": flag_cell(pd.concat([own, rnd]))})
         rows.append(row)
     table = pd.DataFrame(rows)
-    raw = [c for c in table.columns if c != "Ticket"]
     caption = (f"Experiment 1, {escape(suite)} suite: top-1 accuracy (\\%) on "
                f"$T_\\mathrm{{full}}$ of {escape(model)} on {escape(dataset)}, partition "
-               f"{escape(partition)}, per target sparsity; mean $\\pm$ std over "
-               f"{_seed_text(g)}.")
-    notes = (f"{PM}. Random: a random mask with the ticket's per-layer densities. $\\Delta$: "
-             "ticket minus random control in points; $^\\dagger$ marks $|\\Delta|$ larger than "
-             "the pooled seed std $\\sqrt{(s_1^2+s_2^2)/2}$ (a spread check, not a significance "
-             f"test). {MODE_NOTE} Dense is the same model in every column.")
-    header = ["Ticket"] + ["$s$", "ticket", "random", "$\\Delta$"] * len(targets)
+               f"{escape(partition)}; mean $\\pm$ std over {_seed_text(g)}.")
+    notes = (f"{PM}. $s$: the ticket's mean actual sparsity (never the target's). Protocol "
+             "$\\theta_0$: the mask is retrained from the shared initialisation (or the rewind "
+             "point) with the common recipe; own: the method's own training schedule. Epochs: "
+             "training epochs spent finding the mask (IMP: every round of every partition run; "
+             "own protocol: the method's own training), mean over seeds; retraining a mask "
+             "from $\\theta_0$ adds one recipe. Random: a "
+             "random mask with the ticket's per-layer densities. $\\Delta$: ticket minus random, "
+             "mean paired difference over seeds in points, shown only when every seed's two "
+             f"densities agree within {100 * tolerance:g}\\% (relative), else ``unmatched''. "
+             + ("SAViT prunes structure to a FLOPs budget: its row has a FLOPs ratio "
+                "(pruned / dense), not a sparsity. " if flops else "")
+             + f"{FLAG_NOTE} {MODE_NOTE}")
+    header = ["Target", "Method", "Protocol", "$s$"] + (["FLOPs"] if flops else []) + [
+        "Epochs", "top-1", "random", "$\\Delta$", "Flags"]
+    raw = [c for c in table.columns if c not in ("Method", "Flags")]
+    fmt = "lll" + "r" * (len(header) - 4) + "l"
     return latex_table(table, caption, f"tab:exp1-{_label_id(model, dataset, partition)}",
-                       header, raw, notes, groups=[(f"target {pct(t)}", 4) for t in targets])
+                       header, raw, notes, fmt=fmt)
 
 
-def exp1_sparsity(df: pd.DataFrame, suite: str) -> str:
-    """Experiment 1: T_full top-1 of dense, LTH, COLT, DiLT core and union vs target sparsity."""
+def exp1_sparsity(df: pd.DataFrame, suite: str, tolerance: float = TOLERANCE) -> str:
+    """Experiment 1: T_full top-1 of dense, LTH, COLT, the DiLT core and union, and the baselines
+    (SNIP, GraSP, random uniform / ERK, RigL, CAP; SAViT on a FLOPs axis) per target, with each
+    ticket's actual sparsity, epochs, its random control and flags."""
     d = df[(df.experiment == "retrain") & (df.split == "full") & (df.metric == "top1")
-           & df.ticket.isin(["dense", "mask", "core", "union"])]
+           & df.ticket.isin(EXP1_TICKETS)]
     if d.empty:
         return empty_table(f"Experiment 1 ({escape(suite)} suite): accuracy vs sparsity.",
                            "tab:exp1", "This suite has no retraining results.")
@@ -177,7 +245,8 @@ def exp1_sparsity(df: pd.DataFrame, suite: str) -> str:
     for (model, dataset), g in d.groupby(["model", "dataset"]):
         parts = sorted(p for p in g.partition.unique() if p != "-") or ["-"]
         for p in parts:
-            blocks.append(_exp1_block(g[g.partition.isin(["-", p])], suite, model, dataset, p))
+            blocks.append(_exp1_block(g[g.partition.isin(["-", p])], suite, model, dataset, p,
+                                      tolerance))
     return join_blocks(blocks, "tab:exp1")
 
 
@@ -277,9 +346,9 @@ def exp3_specialists(df: pd.DataFrame, suite: str) -> str:
                   & (g.control == control)]
             row = {"Target": pct(t), "Mode": MODE_ABBR.get(mode, mode), "Ticket": ticket,
                    "Control": control, "$s$": spars(c.drop_duplicates("seed").actual_sparsity),
-                   "Collapsed": _collapse_text(c)}
+                   "Collapsed": _collapse_text(c), "Flags": flag_cell(c)}
             for s in splits:
-                row[s] = mean_std(c[c.split == s].value)
+                row[s] = mean_std(c[c.split == s].value) + dagger(c)
             rows.append(row)
         table = pd.DataFrame(rows)
         caption = (f"Experiment 3, {escape(suite)} suite, {escape(model)} on {escape(dataset)}, "
@@ -289,12 +358,12 @@ def exp3_specialists(df: pd.DataFrame, suite: str) -> str:
         notes = (f"{PM}. Control random: a random mask with the ticket's per-layer densities. "
                  "Collapsed: seeds whose ticket has a layer with no weight left (reported, not "
                  "dropped); otherwise the fewest weights any layer keeps, over seeds (a layer "
-                 f"with a handful of weights is a bottleneck). {MODE_NOTE}")
-        header = ["Target", "Mode", "Ticket", "Control", "$s$", "Collapsed"] + [
+                 f"with a handful of weights is a bottleneck). {FLAG_NOTE} {MODE_NOTE}")
+        header = ["Target", "Mode", "Ticket", "Control", "$s$", "Collapsed", "Flags"] + [
             _split_name(s) for s in splits]
         blocks.append(latex_table(
             table, caption, f"tab:exp3-{_label_id(model, dataset, partition)}", header,
-            ["Target", "$s$"] + splits, notes, fmt="llllrl" + "r" * len(splits)))
+            ["Target", "$s$"] + splits, notes, fmt="llllrll" + "r" * len(splits)))
     return join_blocks(blocks, "tab:exp3")
 
 
@@ -322,30 +391,44 @@ def exp4_transfer(df: pd.DataFrame, suite: str) -> str:
             for ds in targets:
                 cd = c[c.dataset == ds]
                 row[f"s{ds}"] = spars(cd.actual_sparsity)
-                row[f"top1{ds}"] = mean_std(cd.value)
+                row[f"top1{ds}"] = mean_std(cd.value) + dagger(cd)
+            row["Flags"] = flag_cell(c)
             rows.append(row)
         table = pd.DataFrame(rows)
         caption = (f"Experiment 4, {escape(suite)} suite, {escape(model)}: masks found on "
                    f"{escape(source)}, applied to a new initialisation and trained on each "
                    "target dataset; top-1 (\\%) on the target's test set, mean $\\pm$ std over "
                    f"{_seed_text(g)}.")
-        notes = f"{PM}. Control random: a random mask with the ticket's per-layer densities. {MODE_NOTE}"
+        notes = (f"{PM}. Control random: a random mask with the ticket's per-layer densities. "
+                 f"{FLAG_NOTE} {MODE_NOTE}")
+        table = table[[c for c in table.columns if c != "Flags"] + ["Flags"]]
         raw = ["Target"] + [c for c in table.columns if c.startswith(("s", "top1"))]
-        header = ["Target", "Partition", "Ticket", "Control"] + ["$s$", "top-1"] * len(targets)
+        header = (["Target", "Partition", "Ticket", "Control"] + ["$s$", "top-1"] * len(targets)
+                  + ["Flags"])
         blocks.append(latex_table(table, caption, f"tab:exp4-{_label_id(model, source)}", header,
-                                  raw, notes, groups=[(escape(ds), 2) for ds in targets]))
+                                  raw, notes, groups=[(escape(ds), 2) for ds in targets] +
+                                  [("", 1)], fmt="llll" + "rr" * len(targets) + "l"))
     return join_blocks(blocks, "tab:exp4")
 
 
 # ---------------------------------------------------------------- entry point
 
 def write_tables(results_csv: str | Path, imp_summaries_dir: str | Path, out_dir: str | Path,
-                 suite: str) -> list[Path]:
-    """Write exp1_sparsity, exp1_rounds, exp3_specialists and exp4_transfer .tex files."""
+                 suite: str, num_classes=None, tolerance: float = TOLERANCE,
+                 density_floor: float | None = None) -> list[Path]:
+    """Write exp1_sparsity, exp1_rounds, exp3_specialists and exp4_transfer .tex files.
+
+    Rows are flagged with :func:`dilt.report.verdicts.flag` (``num_classes``: {dataset: K} for
+    the chance flag; ``density_floor``: a layer density below it is a bottleneck)."""
     df = read_results(results_csv)
+    if len(df):
+        from dilt.report.verdicts import KNOWN_NUM_CLASSES
+        nc = num_classes if isinstance(num_classes, (int, float)) else \
+            {**KNOWN_NUM_CLASSES, **dict(num_classes or {})}
+        df["flags"] = flag(df, num_classes=nc, density_floor=density_floor)
     imp = collect_imp(imp_summaries_dir)
     out_dir = Path(out_dir)
-    texts = {"exp1_sparsity.tex": exp1_sparsity(df, suite),
+    texts = {"exp1_sparsity.tex": exp1_sparsity(df, suite, tolerance),
              "exp1_rounds.tex": exp1_rounds(df, imp, suite),
              "exp3_specialists.tex": exp3_specialists(df, suite),
              "exp4_transfer.tex": exp4_transfer(df, suite)}

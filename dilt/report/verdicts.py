@@ -607,7 +607,27 @@ def _group_verdict(c, group, g: pd.DataFrame, cols: list[str], alpha, method) ->
     return {**out, **res, "reason": reason}
 
 
+def same_mask_duplicates(df: pd.DataFrame) -> pd.Series:
+    """True for each density-matched row whose mask is already in ``df`` as a source-matched row
+    (or an earlier density-matched one): same ticket, control, seed, split, round and actual
+    sparsity. Counting both would count one mask pair twice."""
+    key = [c for c in ("experiment", "model", "dataset", "source_dataset", "partition", "method",
+                       "ticket", "control", "protocol", "seed", "split", "metric", "round")
+           if c in df.columns]
+    if df.empty or "mode" not in df.columns:
+        return pd.Series(False, index=df.index)
+    tiered = df.assign(_s=pd.to_numeric(df["actual_sparsity"]).round(9),
+                       _dm=(df["mode"] != "source-matched"),
+                       _t=pd.to_numeric(df["target_sparsity"]))
+    tiered = tiered[df["mode"].isin(["source-matched", "density-matched"])]
+    order = tiered.sort_values(["_dm", "_t"], kind="stable")
+    dup = order.duplicated(key + ["_s"], keep="first") & order["_dm"]
+    return dup.reindex(df.index, fill_value=False)
+
+
 def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method) -> list[dict]:
+    if c.get("at", "matched-density") == "matched-density" and "c" not in c["compare"]:
+        df = df[~same_mask_duplicates(df)]
     sels = _sides(c)
     rows = {}
     for side, sel in sels.items():
@@ -776,6 +796,64 @@ def evaluate_claims(results: pd.DataFrame, claims: list, analyses=None, *,
     return out
 
 
+# Classes per data set, for the chance flag where the caller passes no mapping.
+KNOWN_NUM_CLASSES = {"digits": 10, "digits_rot": 10, "cifar10": 10, "cifar100": 100,
+                     "imagenet": 1000, "stanford_cars": 196, "cub200": 200}
+SETTINGS = ("tolerance", "alpha", "method", "chance_margin", "density_floor")
+
+
+def analysis_records(analyses) -> list[dict]:
+    """Experiment-2 results as :func:`layer_frame` reads them: each ``analysis.json`` dict with
+    its ``meta`` (model, dataset, seed, partition) lifted to the top level. ``analyses``: a list
+    of dicts or a mapping setting -> list (as :func:`dilt.reporting.analyses` returns)."""
+    if analyses is None:
+        return []
+    items = (a for runs in analyses.values() for a in runs) if isinstance(analyses, Mapping) \
+        else iter(analyses)
+    out = []
+    for a in items:
+        meta = a.get("meta") or {}
+        out.append({**{k: meta[k] for k in ("model", "dataset", "seed", "partition")
+                       if k in meta}, **{k: v for k, v in a.items() if k != "meta"}})
+    return out
+
+
+def suite_verdicts(results, analyses=None, claims=None, num_classes=None,
+                   settings: Mapping | None = None) -> list[dict]:
+    """:func:`evaluate_claims` as the report runs it: ``results`` a DataFrame or results.csv path,
+    ``analyses`` as :func:`analysis_records` takes them, ``claims`` the suite's declared claims
+    (None or empty: :data:`DEFAULT_CLAIMS`), ``num_classes`` {dataset: K} (merged over
+    :data:`KNOWN_NUM_CLASSES`), ``settings`` any of :data:`SETTINGS` (other keys ignored)."""
+    if results is None or isinstance(results, (str, Path)):
+        from dilt.report.aggregate import read_results
+        results = (read_results(results) if results is not None and Path(results).exists()
+                   else pd.DataFrame())
+    if not isinstance(num_classes, numbers.Real):
+        num_classes = {**KNOWN_NUM_CLASSES, **dict(num_classes or {})}
+    kw = {k: v for k, v in dict(settings or {}).items() if k in SETTINGS}
+    recs = analysis_records(analyses)
+    return evaluate_claims(results, list(claims or DEFAULT_CLAIMS), recs or None,
+                           num_classes=num_classes, **kw)
+
+
+def write_claims(results_csv, analyses, claims, out_path, num_classes=None,
+                 settings: Mapping | None = None) -> list[dict]:
+    """The tables step: evaluate the suite's claims (:func:`suite_verdicts`), write the claims
+    table to ``out_path`` (``tables/<suite>/claims.tex``) and the verdicts as JSON beside it
+    (``claims.json``); return the verdicts."""
+    verdicts = suite_verdicts(results_csv, analyses, claims, num_classes, settings)
+    claims_table(verdicts, out_path)
+    write_text(Path(out_path).with_suffix(".json"),
+               json.dumps(verdicts, indent=1, default=_json_default, allow_nan=True) + "\n")
+    return verdicts
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
 def _fmt_diff(v: dict) -> str:
     if v["verdict"] in ("not run", "not testable") or math.isnan(v["mean"]):
         return "--"
@@ -791,18 +869,24 @@ def _group_label(group: dict) -> str:
 
 
 def claims_frame(verdicts: list[dict]) -> pd.DataFrame:
-    """The claims table as plain text: claim, group, comparison, n, difference [CI], verdict."""
-    rows = [{"Claim": f"{v['id']}: {v['text']}",
-             "Group": _group_label(v["group"]),
-             "Comparison": v["comparison"], "n": v["n"], "Paired difference": _fmt_diff(v),
-             "Verdict": v["verdict"]} for v in verdicts]
+    """The claims table as plain text: claim, group, comparison, n, difference [CI], verdict.
+    A claim evaluated in several groups states its text and comparison on its first row only."""
+    rows, last = [], None
+    for v in verdicts:
+        first = v["id"] != last
+        last = v["id"]
+        rows.append({"Claim": f"{v['id']}: {v['text']}" if first else "",
+                     "Group": _group_label(v["group"]),
+                     "Comparison": v["comparison"] if first else "", "n": v["n"],
+                     "Paired difference": _fmt_diff(v), "Verdict": v["verdict"]})
     return pd.DataFrame(rows, columns=["Claim", "Group", "Comparison", "n", "Paired difference",
                                        "Verdict"])
 
 
 def claims_table(verdicts: list[dict], path: str | Path, *, caption: str | None = None,
                  label: str = "tab:claims") -> Path:
-    """Write the claims as a booktabs LaTeX table (every cell escaped) to ``path``."""
+    """Write the claims as a booktabs ``longtable`` (every cell escaped; it may run over pages)
+    to ``path``."""
     df = claims_frame(verdicts)
     alpha = verdicts[0]["alpha"] if verdicts and "alpha" in verdicts[0] else 0.05
     caption = caption or (
@@ -810,8 +894,22 @@ def claims_table(verdicts: list[dict], path: str | Path, *, caption: str | None 
         f"{100 * (1 - alpha):.0f}\\% interval; supported / refuted when the interval lies entirely "
         f"on the expected / other side, otherwise inconclusive. Comparisons are at equal actual "
         f"density unless stated; flagged tickets never count as support.")
-    fmt = r"p{0.26\linewidth}lp{0.28\linewidth}rll"
-    write_text(path, booktabs_table(df, caption, label, column_format=fmt))
+    rr = r">{\raggedright\arraybackslash}"
+    fmt = (rf"{rr}p{{0.22\linewidth}}{rr}p{{0.12\linewidth}}{rr}p{{0.24\linewidth}}r"
+           rf"{rr}p{{0.14\linewidth}}{rr}p{{0.09\linewidth}}")
+    head = " & ".join(escape(c) for c in df.columns) + r" \\"
+    lines = [r"{\footnotesize\setlength{\tabcolsep}{3pt}", rf"\begin{{longtable}}{{{fmt}}}",
+             rf"\caption{{{caption}}}\label{{{label}}}\\", r"\toprule", head, r"\midrule",
+             r"\endfirsthead", r"\toprule", head, r"\midrule", r"\endhead",
+             r"\bottomrule", r"\endlastfoot"]
+    for _, row in df.iterrows():
+        if row["Claim"] and len(lines) > 13:
+            lines.append(r"\addlinespace")
+        cells = [escape(x) for x in row]
+        cells[1] = cells[1].replace("/", r"/\allowbreak{}").replace(r"\_", r"\_\allowbreak{}")
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\end{longtable}}"]
+    write_text(path, "\n".join(lines) + "\n")
     return Path(path)
 
 

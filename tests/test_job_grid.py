@@ -1,0 +1,76 @@
+"""The job grid of the paper and small suites, counted from the config by hand (independently of
+the rules and of dilt.workflow), against what `snakemake -n` plans."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+ITERATIVE = {"lth", "colt"}
+PER_MASK = {"snip", "grasp", "random_uniform", "random_erk", "rigl", "cap"}  # retrained, no control
+OWN_ONLY = {"savit"}                                                          # not retrained
+VIT = ("vit", "deit")
+
+
+def expected(suite: dict) -> dict[str, int]:
+    models, datasets, seeds = list(suite["models"]), suite["datasets"], suite["seeds"]
+    parts = [p["n"] for p in suite["partitions"]]
+    methods, T = suite["methods"], len(suite["sparsities"])
+    randoms = 2 if suite.get("prune", {}).get("random_controls", True) else 1
+    targets = suite.get("transfer", {}).get("targets", [])
+    c = dict.fromkeys(["init", "dense", "find", "dilt_partition", "tickets", "analyze",
+                       "retrain_one", "transfer_one"], 0)
+    for m in models:
+        vit = m.startswith(VIT)
+        for d in datasets:
+            for _ in seeds:
+                c["init"] += 1
+                c["dense"] += 1
+                c["find"] += ("lth" in methods) + ("colt" in methods) * len(parts) \
+                    + sum(1 for x in methods if x in PER_MASK) + sum(1 for x in methods if x in OWN_ONLY and vit)
+                if "dilt" in methods:
+                    c["dilt_partition"] += sum(parts)
+                    c["tickets"] += len(parts)
+                    c["analyze"] += len(parts)
+                    c["retrain_one"] += sum((n + 2) * 2 * T * randoms for n in parts)
+                c["retrain_one"] += ("lth" in methods) * T * randoms + ("colt" in methods) * len(parts) * T * randoms
+                c["retrain_one"] += sum(T for x in methods if x in PER_MASK)
+                for t in targets:
+                    if t == d:
+                        continue
+                    c["transfer_one"] += 1 + ("lth" in methods) * randoms
+                    c["transfer_one"] += len(parts) * ("colt" in methods) * randoms
+                    # DiLT tickets transfer in the source-matched mode only
+                    c["transfer_one"] += sum((n + 2) * randoms for n in parts) * ("dilt" in methods)
+    c.update(resolved_config=1, results=1, tables=1, figures=1, paper=1, all=1)
+    return {k: v for k, v in c.items() if v}
+
+
+def planned(suite_name: str) -> dict[str, int]:
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config",
+                           f"suite={suite_name}", "--quiet", "rules"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+@pytest.mark.parametrize("name", ["paper", "small"])
+def test_dry_run_plans_exactly_the_grid(name):
+    suite = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())["suites"][name]
+    assert suite.get("batch_trainings") is False  # one training per GPU job
+    plan = planned(name)
+    want = expected(suite)
+    if "paper" not in plan:  # no TeX on this machine: the PDF is not planned
+        want.pop("paper")
+    assert plan == want
+    assert "retrain" not in plan and "transfer" not in plan  # the batched rules are not used
