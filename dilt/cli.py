@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", action="append", default=[], metavar="FILE",
                    help="merged onto --config as Snakemake's --configfile does (repeatable)")
 
+    p = sub.add_parser("doctor", help="check versions, devices, TeX, SLURM, data and disk for a suite")
+    p.add_argument("--config", default="workflow_config.yaml", help="workflow config (YAML)")
+    p.add_argument("--suite", default=None, help="suite name (default: the config's `suite`)")
+    p.add_argument("--configfile", action="append", default=[], metavar="FILE",
+                   help="merged onto --config as Snakemake's --configfile does (repeatable)")
+
     p = sub.add_parser("init", help="write theta_0")
     _job(p, tag=False)
     p.add_argument("--out", required=True)
@@ -90,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detail", action="store_true", help="also print one row per stage, model, data set and method")
     p.add_argument("--csv", default=None, help="write the full table to this CSV file")
 
+    p = sub.add_parser("expected", help="store a suite's key numbers, tolerances and per-seed values")
+    p.add_argument("results", help="the suite's results.csv")
+    p.add_argument("--out", required=True, help="the expected-results file to write (expected/<suite>.csv)")
+    p.add_argument("--z", type=float, default=None, help="tolerance multiplier (default 4)")
+    p.add_argument("--floor", type=float, default=None, help="smallest tolerance, a fraction (default 0.005)")
+
+    p = sub.add_parser("compare", help="check a rerun's results.csv against the expected results")
+    p.add_argument("results", help="the rerun's results.csv")
+    p.add_argument("--expected", default=None, help="expected-results file (default: expected/<suite>.csv)")
+    p.add_argument("--exact", action="store_true", help="also check every seed's value bit for bit")
+    p.add_argument("--partial", action="store_true",
+                   help="a rerun of a slice: expected rows it lacks are not reported")
+
     p = sub.add_parser("report", help="results.csv, tables, figures or the paper")
     _common(p)
     p.add_argument("what", choices=["results", "tables", "figures", "analysis", "paper"])
@@ -101,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.stage == "doctor":  # reports a bad config itself, with everything else
+        from dilt import doctor
+
+        return doctor.main(args)
+    if args.stage in ("expected", "compare"):  # no config: they read only the CSV files named
+        return _compare_main(args)
     from dilt import config
 
     try:
@@ -108,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+        from dilt import platform
+
+        platform.init_from_env()  # under torchrun: join the process group (a no-op otherwise)
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         return _dispatch(args, suite)
@@ -119,6 +147,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dilt {args.stage}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
         return 3
+
+
+def _compare_main(args) -> int:
+    from dilt import compare
+
+    try:
+        if args.stage == "expected":
+            kw = {k: v for k, v in (("z", args.z), ("floor", args.floor)) if v is not None}
+            tab = compare.write_expected(args.results, args.out, **kw)
+            print(f"wrote {args.out}: {len(tab)} keys, {int(tab['n'].sum())} rows")
+            return 0
+        return compare.run_compare(args.results, args.expected, exact=args.exact, partial=args.partial)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"dilt {args.stage}: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args, suite) -> int:

@@ -251,6 +251,7 @@ def check_path(key: str, value: str) -> None:
 def _check_suite(name: str, s: dict) -> None:
     key = f"suites.{name}"
     _check_names(key, s)
+    _check_model_options(key, s)
     _check_methods(key, s)
     _check_dataset_options(key, s)
     _check_recipes(key, s)
@@ -258,6 +259,28 @@ def _check_suite(name: str, s: dict) -> None:
     _check_analysis(key, s)
     _check_seeds(key, s)
     _check_claims(key, s)
+
+
+PRUNE_OPTIONS = ("prune_first", "prune_head")
+
+
+def _check_model_options(key: str, s: dict) -> None:
+    """Every model builds with its options (on the meta device: no memory, no time)."""
+    import torch
+
+    from dilt.models import build_model
+
+    for m, opts in s["models"].items():
+        build = {k: v for k, v in (opts or {}).items() if k not in PRUNE_OPTIONS}
+        if not build:
+            continue
+        for d in s["datasets"]:
+            try:
+                with torch.device("meta"):
+                    build_model(m, *_input_facts(s, d), **build)
+            except (TypeError, ValueError) as e:
+                raise _fail(f"{key}.models.{m}", f"{m} does not take the options {build} "
+                            f"({str(e).splitlines()[0]})") from None
 
 
 def _check_names(key: str, s: dict) -> None:
@@ -576,3 +599,17 @@ class Suite:
     @property
     def transfer_sparsity(self) -> float:
         return self.spec.get("transfer", {}).get("sparsity") or sorted(self.spec["sparsities"])[0]
+
+
+def validated_or_exit(config: dict, basedir: str, configfiles=()) -> dict:
+    """The Snakefile's check: ``config`` as Snakemake merged it, and the files again through the
+    strict loader (duplicated keys, templates), merged the same way; one line and exit on error."""
+    import os
+    import sys
+
+    try:
+        validate(merged(os.path.join(basedir, "workflow_config.yaml"), [str(f) for f in configfiles]))
+        return validate(config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,11 @@ def _fsync_dir(directory: Path) -> None:
 _CRASH_COUNT: dict[str, int] = {}
 
 
+def _main_process() -> bool:
+    """False on the ranks > 0 of a DDP job (torchrun sets RANK): rank 0 alone writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _crash_point(path: Path) -> None:
     """Crash tests only: with ``DILT_CRASH_AT=<substring>:<n>`` the process kills itself
     (SIGKILL) at the n-th atomic write whose target contains <substring>, after the temporary
@@ -59,10 +65,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     onto ``path`` (then fsync the directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        if not _main_process():  # under DDP only rank 0 writes; the others' copies are dropped
+            return
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         _crash_point(path)
@@ -73,15 +82,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_")
+
+
+def _writer_dead(tmp: Path) -> bool:
+    """Whether the process that made temporary file ``tmp`` is gone: its name carries the host
+    and pid of its writer. A file of another host is left alone unless it is a day old (jobs on
+    other nodes of a cluster may share the directory)."""
+    import time
+
+    parts = tmp.name.rsplit(".", 3)  # .<target>.<host>-<pid>.<random>.tmp
+    host, _, pid = parts[1].rpartition("-") if len(parts) == 4 else ("", "", "")
+    if host == _HOST and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return time.time() - tmp.stat().st_mtime > 86400
+
+
 def clean_orphans(directory: str | os.PathLike) -> int:
-    """Remove temporary files left under ``directory`` by a killed writer; return how many."""
+    """Remove temporary files left under ``directory`` by killed writers (never one whose
+    writer is still running); return how many."""
     d = Path(directory)
     if not d.is_dir():
         return 0
     n = 0
     for p in d.rglob(".*.tmp"):
-        p.unlink(missing_ok=True)
-        n += 1
+        try:
+            if _writer_dead(p):
+                p.unlink(missing_ok=True)
+                n += 1
+        except FileNotFoundError:
+            pass
     return n
 
 

@@ -355,7 +355,7 @@ def retrain(suite: Suite, model: str, dataset: str, seed: int, tag: str, source:
     manifest, entries = _source_dir_entries(suite, source_dir, name, model, dataset, seed, tag)
     entries = _select(entries, entry, source_dir)
     cache = source_dir / "retrain" / "cache"
-    clean_orphans(cache)
+    clean_orphans(source_dir / "retrain")
     records = train_entries(entries, model=model, make_model=lambda: theta0_model(suite, model, theta0, bundle),
                             bundle=bundle, eval_splits=test_splits(bundle, parts),
                             recipe=suite.recipe(model, dataset), seed=seed, work_dir=cache, log=log,
@@ -441,7 +441,7 @@ def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target
         if e.mask is not None and e.mask.shapes != shapes:
             raise ValueError(f"transfer {dataset}->{target}: mask {e.key} does not fit {model} on {target}")
     cache = work / "cache"
-    clean_orphans(cache)
+    clean_orphans(work)
     records = train_entries(entries, model=model, make_model=make, bundle=bundle,
                             eval_splits={"full": Split(bundle.test)}, recipe=suite.recipe(model, target),
                             seed=seed, work_dir=cache, log=log, experiment="transfer",

@@ -2,10 +2,18 @@
 import yaml
 
 RESOLVED = f"{R}/config.resolved.yaml"
-PY = sys.executable
-DILT = f"{PY} -m dilt"
-RUN = R + "/{model}/{dataset}/seed{seed}"
+# jobs run `"$DILT_PYTHON" -m dilt ...`: the interpreter that runs Snakemake (set here, in the
+# environment the jobs inherit, so a moved virtual environment reruns nothing)
+os.environ["DILT_PYTHON"] = sys.executable
+# the software of every job (with --use-conda)
+ENV = os.path.join(workflow.basedir, "environment.yml")
+RUN = f"{R}/{{model}}/{{dataset}}/seed{{seed}}"
 METHODS = "|".join(method_names())
+
+
+envvars:
+    "DILT_PYTHON",
+
 
 wildcard_constraints:
     model="[A-Za-z0-9_]+",
@@ -16,18 +24,31 @@ wildcard_constraints:
     tag="full|[a-z]+[0-9]+",
 
 
-rule resolved_config:
-    """The validated config the jobs read, written by a job (never at parse time). Jobs take it
-    as an `ancient` input: a config edit reruns only the jobs whose provenance changed."""
-    output: RESOLVED
-    params: digest=PROV.digest(CFG)
-    log: LOGS + "/resolved_config.log"
-    run:
-        from dilt.io import write_text
-        write_text(output[0], yaml.safe_dump(CFG, sort_keys=False))
+def flagged(path, **kw):
+    """``path`` marked for `snakemake --report` (Snakemake's `report` function; called through
+    this name because a line that starts with `report(` parses as the workflow keyword).
+    """
+    return report(path, **kw)
 
 
-ARGS = f"--config {RESOLVED} --suite {SUITE}"
+def caption(*parts):
+    """A report caption, report/<parts>.rst, as an absolute path (Snakemake resolves a relative
+    caption against the file that defines the rule)."""
+    return os.path.join(workflow.basedir, "report", *parts[:-1], parts[-1] + ".rst")
+
+
+def reported_item(path, name, category):
+    """``path`` flagged for `snakemake --report` under ``category``, captioned by report/<name>.rst.
+    (A function: Snakemake's parser rejects a multi-line `report(...)` in an output whose
+    continuation line starts with `keyword=`.)"""
+    return flagged(
+        path,
+        caption=caption(name),
+        category=category,
+        labels={"file": os.path.basename(path)},
+    )
+
+
 CONF = ancient(RESOLVED)
 
 
@@ -41,10 +62,139 @@ def res(stage):
 
 def grid(pattern, **extra):
     """``pattern`` expanded over the suite's models, datasets and seeds (and ``extra``)."""
-    return expand(pattern, model=list(S["models"]), dataset=S["datasets"], seed=S["seeds"], **extra)
+    return expand(
+        pattern,
+        model=list(S["models"]),
+        dataset=S["datasets"],
+        seed=S["seeds"],
+        **extra,
+    )
 
 
 def prov(fn):
-    """A rule param: the provenance hash of the job's settings (edits rerun exactly the jobs
+    """A parameter of the rules, the provenance hash of the job's settings (edits rerun exactly the jobs
     whose settings changed)."""
     return lambda wc: PROV.digest(fn(wc))
+
+
+# -- input functions and the report's file lists ----------------------------------------
+def find_inputs(wc):
+    ins = {
+        "conf": CONF,
+        "theta0": f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/theta0.safetensors",
+    }
+    if "dense" in get_method(wc.method).needs:
+        ins["dense"] = (
+            f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/full/dense/records.json"
+        )
+    return ins
+
+
+def find_settings(wc):
+    return PROV.find_settings(
+        SUITE_OBJ, wc.method, wc.model, wc.dataset, int(wc.seed), wc.tag
+    )
+
+
+def dilt_runs(wc):
+    return [
+        f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}/dilt/p{k}/masks.json"
+        for k in range(1, NPART[wc.tag] + 1)
+    ]
+
+
+def retrain_settings(wc):
+    return PROV.retrain_settings(
+        SUITE_OBJ, wc.source, wc.model, wc.dataset, int(wc.seed), wc.tag
+    )
+
+
+def transfer_sources(wc):
+    base = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}"
+    return [
+        f"{base}/{s}/masks.json" for s in W.transfer_sources(S, wc.tag) if s != "dense"
+    ]
+
+
+def transfer_one_source(wc):
+    source = W.source_of(wc.entry)
+    base = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}"
+    return [] if source == "dense" else [f"{base}/{source}/masks.json"]
+
+
+TABLES = [
+    f"tables/{SUITE}/{t}.tex"
+    for t in (
+        "claims",
+        "exp1_sparsity",
+        "exp1_rounds",
+        "exp2_blocks",
+        "exp3_specialists",
+        "exp4_transfer",
+    )
+]
+
+
+FIGURES = [
+    f"figures/{SUITE}/{f}.{ext}"
+    for f in (
+        "fig1_gw_heatmap",
+        "fig2_layer_clusters",
+        "fig3_block_analysis",
+        "acc_vs_sparsity",
+        "acc_vs_rounds",
+    )
+    for ext in ("pdf", "png")
+]
+
+
+PAPER_PDF = f"paper/{SUITE}/main.pdf"
+
+
+# `snakemake --report report.zip`: every table and figure with its caption (report/<kind>/<name>.rst,
+# what it shows and how to read it; a figure's PDF and PNG share one), grouped by experiment.
+TOPIC = {
+    "claims": "Claims",
+    "exp1_sparsity": "Experiment 1",
+    "exp1_rounds": "Experiment 1",
+    "acc_vs_sparsity": "Experiment 1",
+    "acc_vs_rounds": "Experiment 1",
+    "exp2_blocks": "Experiment 2",
+    "fig1_gw_heatmap": "Experiment 2",
+    "fig2_layer_clusters": "Experiment 2",
+    "fig3_block_analysis": "Experiment 2",
+    "exp3_specialists": "Experiment 3",
+    "exp4_transfer": "Experiment 4",
+}
+
+
+def reported(paths, kind):
+    """``paths`` (``kind``: tables or figures) flagged for the report with their captions."""
+    items = []
+    for p in paths:
+        name, ext = os.path.splitext(os.path.basename(p))
+        items.append(
+            flagged(
+                p,
+                caption=caption(kind, name),
+                category=kind.capitalize(),
+                subcategory=TOPIC[name],
+                labels={"name": name, "format": ext[1:]},
+            )
+        )
+    return items
+
+
+RECORDS = W.records(S, R)
+
+
+IMP_SUMMARIES = W.imp_summaries(S, R)
+
+
+ANALYSES = W.analyses(S, R)
+
+
+def _made_by_find(path):
+    """own_records.json and imp_summary.json are written by a find job: its masks.json stands
+    for them as the rule input."""
+    return os.path.join(os.path.dirname(path), "masks.json")

@@ -1,98 +1,156 @@
-# Mask finding: theta_0, the dense reference, every registered method (DiLT: one job per
-# partition), then the DiLT tickets.
+# Mask finding: the resolved config, theta_0, the dense reference, every registered method
+# (DiLT: one job per partition), then the DiLT tickets.
+
+
+rule resolved_config:
+    """The validated config the jobs read, written by a job (never at parse time). Jobs take it
+    as an `ancient` input: a config edit reruns only the jobs whose provenance changed.
+    """
+    output:
+        reported_item(RESOLVED, "config", "Provenance"),
+    log:
+        f"{LOGS}/resolved_config.log",
+    params:
+        digest=PROV.digest(CFG),
+    run:
+        from dilt.io import write_text
+
+        write_text(output[0], yaml.safe_dump(CFG, sort_keys=False))
 
 
 rule init:
-    input: CONF
-    output: RUN + "/theta0.safetensors"
-    log: LOGS + "/{model}/{dataset}/seed{seed}/init.log"
-    params: prov=prov(lambda wc: PROV.init_settings(SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)))
-    resources: **res("init")
-    shell: "{DILT} init {ARGS} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
-           "--seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
+    input:
+        conf=CONF,
+    output:
+        f"{RUN}/theta0.safetensors",
+    log:
+        f"{LOGS}/{{model}}/{{dataset}}/seed{{seed}}/init.log",
+    conda:
+        ENV
+    resources:
+        **res("init"),
+    params:
+        prov=prov(
+            lambda wc: PROV.init_settings(
+                SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)
+            )
+        ),
+    shell:
+        '"$DILT_PYTHON" -m dilt init --config {input.conf:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
+        "--seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
 
 
 rule dense:
     input:
         conf=CONF,
-        theta0=RUN + "/theta0.safetensors",
+        theta0=f"{RUN}/theta0.safetensors",
     output:
-        records=RUN + "/full/dense/records.json",
-    log: LOGS + "/{model}/{dataset}/seed{seed}/dense.jsonl"
-    params: prov=prov(lambda wc: PROV.dense_settings(SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)))
-    resources: **res("retrain")
+        records=f"{RUN}/full/dense/records.json",
+    log:
+        f"{LOGS}/{{model}}/{{dataset}}/seed{{seed}}/dense.jsonl",
+    conda:
+        ENV
     threads: 1
-    shell: "{DILT} dense {ARGS} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
-           "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output.records:q} "
-           "--log {log:q} --threads {threads} 2> {log:q}.err"
-
-
-def find_inputs(wc):
-    ins = {"conf": CONF, "theta0": f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/theta0.safetensors"}
-    if "dense" in get_method(wc.method).needs:
-        ins["dense"] = f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/full/dense/records.json"
-    return ins
-
-
-def find_settings(wc):
-    return PROV.find_settings(SUITE_OBJ, wc.method, wc.model, wc.dataset, int(wc.seed), wc.tag)
+    resources:
+        **res("retrain"),
+    params:
+        prov=prov(
+            lambda wc: PROV.dense_settings(
+                SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)
+            )
+        ),
+    shell:
+        '"$DILT_PYTHON" -m dilt dense --config {input.conf:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
+        "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output.records:q} "
+        "--log {log:q} --threads {threads} 2> {log:q}.err"
 
 
 rule find:
     """One mask run of a registered method (not per partition): LTH, COLT, SNIP, GraSP, random,
     RigL, CAP, SAViT."""
-    input: unpack(find_inputs)
-    output: RUN + "/{tag}/{method}/masks.json"
-    wildcard_constraints: method=METHODS
-    log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/{method}.jsonl"
+    input:
+        unpack(find_inputs),
+    output:
+        f"{RUN}/{{tag}}/{{method}}/masks.json",
+    log:
+        f"{LOGS}/{{model}}/{{dataset}}/seed{{seed}}/{{tag}}/{{method}}.jsonl",
+    wildcard_constraints:
+        method=METHODS,
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **res("imp"),
     params:
         prov=prov(find_settings),
-        dense=lambda wc, input: f"--dense {os.path.dirname(input.dense)}/dense.safetensors"
-            if "dense" in input.keys() else "",
+        dense=lambda wc, input: (
+            f"--dense {os.path.dirname(input.dense)}/dense.safetensors"
+            if "dense" in input.keys()
+            else ""
+        ),
         out=lambda wc, output: os.path.dirname(output[0]),
-    resources: **res("imp")
-    threads: 1
-    shell: "{DILT} find {ARGS} --method {wildcards.method:q} --partition {wildcards.tag:q} "
-           "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
-           "--theta0 {input.theta0:q} {params.dense} --out-dir {params.out:q} "
-           "--provenance {params.prov} --log {log:q} --threads {threads} 2> {log:q}.err"
+    shell:
+        '"$DILT_PYTHON" -m dilt find --config {input.conf:q} --method {wildcards.method:q} --partition {wildcards.tag:q} '
+        "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
+        "--theta0 {input.theta0:q} {params.dense} --out-dir {params.out:q} "
+        "--provenance {params.prov} --log {log:q} --threads {threads} 2> {log:q}.err"
 
 
 rule dilt_partition:
     """One of DiLT's N independent IMP runs (partition k)."""
     input:
         conf=CONF,
-        theta0=RUN + "/theta0.safetensors",
-    output: RUN + "/{tag}/dilt/p{k}/masks.json"
-    log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/dilt_p{k}.jsonl"
-    params:
-        prov=prov(lambda wc: PROV.find_settings(SUITE_OBJ, "dilt", wc.model, wc.dataset, int(wc.seed),
-                                                wc.tag, int(wc.k))),
-        out=lambda wc, output: os.path.dirname(output[0]),
-    resources: **res("imp")
+        theta0=f"{RUN}/theta0.safetensors",
+    output:
+        f"{RUN}/{{tag}}/dilt/p{{k}}/masks.json",
+    log:
+        f"{LOGS}/{{model}}/{{dataset}}/seed{{seed}}/{{tag}}/dilt_p{{k}}.jsonl",
+    conda:
+        ENV
     threads: 1
-    shell: "{DILT} find {ARGS} --method dilt --partition {wildcards.tag:q} --part {wildcards.k} "
-           "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
-           "--theta0 {input.theta0:q} --out-dir {params.out:q} --provenance {params.prov} "
-           "--log {log:q} --threads {threads} 2> {log:q}.err"
-
-
-def dilt_runs(wc):
-    return [f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}/dilt/p{k}/masks.json"
-            for k in range(1, NPART[wc.tag] + 1)]
+    resources:
+        **res("imp"),
+    params:
+        prov=prov(
+            lambda wc: PROV.find_settings(
+                SUITE_OBJ,
+                "dilt",
+                wc.model,
+                wc.dataset,
+                int(wc.seed),
+                wc.tag,
+                int(wc.k),
+            )
+        ),
+        out=lambda wc, output: os.path.dirname(output[0]),
+    shell:
+        '"$DILT_PYTHON" -m dilt find --config {input.conf:q} --method dilt --partition {wildcards.tag:q} --part {wildcards.k} '
+        "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
+        "--theta0 {input.theta0:q} --out-dir {params.out:q} --provenance {params.prov} "
+        "--log {log:q} --threads {threads} 2> {log:q}.err"
 
 
 rule tickets:
     input:
         conf=CONF,
         runs=dilt_runs,
-    output: RUN + "/{tag}/tickets/masks.json"
-    log: LOGS + "/{model}/{dataset}/seed{seed}/{tag}/tickets.log"
+    output:
+        f"{RUN}/{{tag}}/tickets/masks.json",
+    log:
+        f"{LOGS}/{{model}}/{{dataset}}/seed{{seed}}/{{tag}}/tickets.log",
+    conda:
+        ENV
+    resources:
+        **res("tickets"),
     params:
-        prov=prov(lambda wc: PROV.tickets_settings(SUITE_OBJ, wc.model, wc.dataset, int(wc.seed), wc.tag)),
+        prov=prov(
+            lambda wc: PROV.tickets_settings(
+                SUITE_OBJ, wc.model, wc.dataset, int(wc.seed), wc.tag
+            )
+        ),
         runs=lambda wc, input: [os.path.dirname(p) for p in input.runs],
         out=lambda wc, output: os.path.dirname(output[0]),
-    resources: **res("tickets")
-    shell: "{DILT} tickets {ARGS} --partition {wildcards.tag:q} --model {wildcards.model:q} "
-           "--dataset {wildcards.dataset:q} --seed {wildcards.seed} --runs {params.runs:q} "
-           "--out-dir {params.out:q} > {log:q} 2>&1"
+    shell:
+        '"$DILT_PYTHON" -m dilt tickets --config {input.conf:q} --partition {wildcards.tag:q} --model {wildcards.model:q} '
+        "--dataset {wildcards.dataset:q} --seed {wildcards.seed} --runs {params.runs:q} "
+        "--out-dir {params.out:q} > {log:q} 2>&1"

@@ -1,20 +1,6 @@
 # Aggregation: results.csv, LaTeX tables, figures and the manuscript. Only the outputs the
-# current config declares enter the report (never whatever else is on disk).
-TABLES = [f"tables/{SUITE}/{t}.tex" for t in
-          ("claims", "exp1_sparsity", "exp1_rounds", "exp2_blocks", "exp3_specialists", "exp4_transfer")]
-FIGURES = [f"figures/{SUITE}/{f}.{ext}" for f in
-           ("fig1_gw_heatmap", "fig2_layer_clusters", "fig3_block_analysis",
-            "acc_vs_sparsity", "acc_vs_rounds") for ext in ("pdf", "png")]
-PAPER_PDF = f"paper/{SUITE}/main.pdf"
-RECORDS = W.records(S, R)
-IMP_SUMMARIES = W.imp_summaries(S, R)
-ANALYSES = W.analyses(S, R)
-
-
-def _made_by_find(path):
-    """own_records.json and imp_summary.json are written by a find job: its masks.json stands
-    for them as the rule input."""
-    return os.path.join(os.path.dirname(path), "masks.json")
+# current config declares enter the report (never whatever else is on disk). For
+# `snakemake --report report.zip` every table and figure carries its caption (report/).
 
 
 rule results:
@@ -23,39 +9,96 @@ rule results:
         records=[_made_by_find(p) if p.endswith(W.OWN) else p for p in RECORDS],
         imp=[_made_by_find(p) for p in IMP_SUMMARIES],
     output:
-        csv=R + "/results.csv",
-        imp=R + "/imp_rounds.csv",
-    log: LOGS + "/report_results.log"
+        csv=reported_item(f"{R}/results.csv", "results", "Results"),
+        imp=reported_item(f"{R}/imp_rounds.csv", "imp_rounds", "Results"),
+    log:
+        f"{LOGS}/report_results.log",
+    conda:
+        ENV
+    resources:
+        **res("report"),
     params:
         records=RECORDS,
         imp=IMP_SUMMARIES,
-    resources: **res("report")
-    shell: "{DILT} report results {ARGS} --records {params.records:q} --imp {params.imp:q} > {log:q} 2>&1"
+    shell:
+        '"$DILT_PYTHON" -m dilt report results --config {input.conf:q} --records {params.records:q} --imp {params.imp:q} > {log:q} 2>&1'
 
 
 rule tables:
-    input: CONF, R + "/results.csv", R + "/imp_rounds.csv", ANALYSES
-    output: TABLES
-    log: LOGS + "/report_tables.log"
-    params: analyses=ANALYSES
-    resources: **res("report")
-    shell: "{DILT} report tables {ARGS} --analyses {params.analyses:q} > {log:q} 2>&1"
+    input:
+        conf=CONF,
+        results=f"{R}/results.csv",
+        imp=f"{R}/imp_rounds.csv",
+        analyses=ANALYSES,
+    output:
+        reported(TABLES, "tables"),
+    log:
+        f"{LOGS}/report_tables.log",
+    conda:
+        ENV
+    resources:
+        **res("report"),
+    params:
+        analyses=ANALYSES,
+    shell:
+        '"$DILT_PYTHON" -m dilt report tables --config {input.conf:q} --analyses {params.analyses:q} > {log:q} 2>&1'
 
 
 rule figures:
-    input: CONF, R + "/results.csv", R + "/imp_rounds.csv", ANALYSES
-    output: FIGURES
-    log: LOGS + "/report_figures.log"
-    params: analyses=ANALYSES
-    resources: **res("report")
-    shell: "{DILT} report figures {ARGS} --analyses {params.analyses:q} > {log:q} 2>&1"
+    input:
+        conf=CONF,
+        results=f"{R}/results.csv",
+        imp=f"{R}/imp_rounds.csv",
+        analyses=ANALYSES,
+    output:
+        reported(FIGURES, "figures"),
+    log:
+        f"{LOGS}/report_figures.log",
+    conda:
+        ENV
+    resources:
+        **res("report"),
+    params:
+        analyses=ANALYSES,
+    shell:
+        '"$DILT_PYTHON" -m dilt report figures --config {input.conf:q} --analyses {params.analyses:q} > {log:q} 2>&1'
 
 
 rule paper:
-    input: CONF, R + "/results.csv", TABLES, FIGURES, "paper/main.tex"
-    output: PAPER_PDF
-    log: LOGS + "/report_paper.log"
-    params: analyses=ANALYSES
-    resources: **res("report")
-    shell: "{DILT} report paper {ARGS} --analyses {params.analyses:q} > {log:q} 2>&1 "
-           "|| (tail -n 30 {log:q} >&2; exit 1)"
+    input:
+        conf=CONF,
+        results=f"{R}/results.csv",
+        tables=TABLES,
+        figures=FIGURES,
+        tex="paper/main.tex",
+    output:
+        reported_item(PAPER_PDF, "paper", "Paper"),
+    log:
+        f"{LOGS}/report_paper.log",
+    conda:
+        ENV
+    resources:
+        **res("report"),
+    params:
+        analyses=ANALYSES,
+    shell:
+        '"$DILT_PYTHON" -m dilt report paper --config {input.conf:q} --analyses {params.analyses:q} > {log:q} 2>&1 '
+        "|| (tail -n 30 {log:q} >&2; exit 1)"
+
+
+rule versions:
+    """The interpreter, platform and every installed package (pip freeze) of the environment that
+    built results.csv: a report item, and what a reader compares before `dilt compare --exact`.
+    """
+    input:
+        f"{R}/results.csv",
+    output:
+        reported_item(f"{R}/versions.txt", "versions", "Provenance"),
+    log:
+        f"{LOGS}/versions.log",
+    conda:
+        ENV
+    resources:
+        **res("report"),
+    shell:
+        '("$DILT_PYTHON" -VV && uname -srm && "$DILT_PYTHON" -m pip freeze --all) > {output:q} 2> {log:q}'

@@ -130,7 +130,10 @@ def _prepare(kind: str, cfg: Path, ref: Path, work: Path) -> None:
             return
         dst = work / out.relative_to(ref)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if out.is_dir() else shutil.copy2)(out, dst)
+        if out.is_dir():
+            shutil.copytree(out, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(out, dst)
 
 
 @pytest.mark.parametrize("kind", ["init", "dense", "lth", "dilt_p1", "colt", "tickets", "retrain",

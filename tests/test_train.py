@@ -98,3 +98,25 @@ def test_same_seed_same_weights_different_seed_different():
     train(c, Split(data.train), Split(data.val), short, mask=mask, seed=2)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_killed_run_with_mixup_and_ema_resumes_to_identical_weights(tmp_path):
+    """The EMA copy and the mixup draws are part of what a resumed run must replay."""
+    data, net, mask = _setup()
+    recipe = Recipe(epochs=3, batch_size=128, lr=0.05, mixup_alpha=0.8, cutmix_alpha=1.0,
+                    label_smoothing=0.1, ema_decay=0.9, ema_select=True, grad_clip=2.0)
+    ref = build_model("cnn", 10, data.input_shape)
+    ref.load_state_dict(net.state_dict())
+    res_ref = train(ref, Split(data.train), Split(data.val), recipe, mask=mask, seed=5)
+
+    def kill(epoch, model):
+        if epoch == 1:
+            raise Killed
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Killed):
+        train(net, Split(data.train), Split(data.val), recipe, mask=mask, seed=5, checkpoint=ckpt, on_epoch_end=kill)
+    fresh = build_model("cnn", 10, data.input_shape)
+    res = train(fresh, Split(data.train), Split(data.val), recipe, mask=mask, seed=5, checkpoint=ckpt)
+    assert [h["val_top1_ema"] for h in res.history] == [h["val_top1_ema"] for h in res_ref.history]
+    for (n, a), b in zip(ref.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), n

@@ -78,6 +78,9 @@ def grasp_scores(model: nn.Module, batches: Sequence[Batch], names: Sequence[str
     if not batches:
         raise ValueError("GraSP needs at least one batch")
     net = copy.deepcopy(model).train()
+    for m in net.modules():  # fused attention kernels have no double backward: use the plain one
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
     wrt = [f"{l}.weight" for l in weight_layers(net)]
     wrt += [n for n in names if n not in wrt]
     ws = _weights(net, wrt)

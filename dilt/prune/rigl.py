@@ -77,6 +77,10 @@ class RigL(Sparsifier):
         t = step + 1
         return t % self.delta_t == 0 and t < self.t_end
 
+    def mask_changed(self, step: int) -> bool:
+        """The mask changes only at update steps (the loop re-syncs copies and ranks then)."""
+        return self.is_update(step)
+
     def after_backward(self, step: int) -> bool:
         self.step = step
         if self.is_update(step):

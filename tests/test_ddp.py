@@ -1,0 +1,110 @@
+"""DDP on the CPU: two gloo ranks under torchrun train like one process with the same global
+batch (within a float tolerance), hold the same mask, and only rank 0 writes files."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dilt import platform
+from dilt.data import load_dataset
+from dilt.data.loader import Loader
+from dilt.masks import Mask
+from dilt.models import build_model, prunable_names
+from dilt.prune.magnitude import magnitude_prune
+from dilt.train import Recipe, Split, train
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = dict(epochs=3, batch_size=64, lr=0.05, eval_batch_size=100)
+TOL = 1e-5  # max |w_ddp - w_single| after 3 epochs (measured 6e-8: the all-reduce sums in another order)
+
+WORKER = """
+import json, sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads(1)
+import dilt.train as T
+from dilt import platform
+from tests.test_ddp import setup
+from dilt.prune.rigl import RigL
+from dilt.models import prunable_names
+
+out = {out!r}
+writes = []
+real = T.save_checked
+T.save_checked = lambda path, obj: (writes.append(str(path)), real(path, obj))[1]
+data, net, mask = setup()
+res = T.train(net, T.Split(data.train), T.Split(data.val), T.Recipe(**{recipe!r}), mask=mask, seed=3,
+              checkpoint=out + "/ckpt.pt", log_path=out + "/log.jsonl")
+state = {{k: v.detach().clone() for k, v in net.state_dict().items()}}
+rigl = RigL(prunable_names(net), 0.3, delta_t=4, seed=1)
+T.train(net, T.Split(data.train), T.Split(data.val), T.Recipe(**{recipe!r}), sparsifier=rigl, seed=4)
+info = {{"rank": platform.rank(), "world": platform.world_size(), "writes": writes,
+        "mask": mask.content_hash(), "rigl_mask": rigl.mask.content_hash(), "rigl_updates": rigl.updates,
+        "best_epoch": res.best_epoch, "val": res.best_val_top1,
+        "history": [h["val_top1"] for h in res.history]}}
+got = platform.gather_object(info)
+if platform.is_main():
+    torch.save(state, out + "/state.pt")
+    with open(out + "/ranks.json", "w") as f:
+        json.dump(got, f)
+platform.shutdown()
+"""
+
+
+def setup():
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    net = build_model("mlp", 10, data.input_shape)  # no BatchNorm: per-rank statistics would differ
+    return data, net, magnitude_prune(net, Mask.ones(net, prunable_names(net)), 0.6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_loader_shards_are_the_single_process_batches():
+    ds = load_dataset("digits", seed=0).train
+    idx = np.arange(5, 200)
+    single = list(Loader(ds, idx, 32).epoch(11))
+    shards = [list(Loader(ds, idx, 32, rank=r, world_size=3, min_last=3).epoch(11)) for r in range(3)]
+    assert all(len(s) == len(single) for s in shards)
+    for k, (x, y) in enumerate(single):
+        assert torch.equal(torch.cat([s[k][0] for s in shards]), x)
+        assert torch.equal(torch.cat([s[k][1] for s in shards]), y)
+    assert platform.shard_batch(np.arange(7), 1, 3).tolist() == [3, 4]
+    assert platform.world_size() == 1 and platform.is_main()  # no process group: one process
+
+
+def test_gloo_ddp_matches_single_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(root=str(ROOT), out=str(tmp_path), recipe=RECIPE))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = json.loads((tmp_path / "ranks.json").read_text())
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
+    # rank 0 alone wrote: one checkpoint per epoch, one log line per epoch
+    assert ranks[0]["writes"] == [str(tmp_path / "ckpt.pt")] * RECIPE["epochs"] and ranks[1]["writes"] == []
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == RECIPE["epochs"]
+    # every rank holds the same mask, the fixed one and RigL's after its drop / grow updates
+    assert ranks[0]["mask"] == ranks[1]["mask"]
+    assert ranks[0]["rigl_mask"] == ranks[1]["rigl_mask"] and ranks[0]["rigl_updates"] > 0
+    assert ranks[0]["history"] == ranks[1]["history"]  # the all-reduced evaluation
+    # single process, same global batch, same seed
+    data, net, mask = setup()
+    res = train(net, Split(data.train), Split(data.val), Recipe(**RECIPE), mask=mask, seed=3)
+    ddp = torch.load(tmp_path / "state.pt")
+    diff = max(float((ddp[k] - v).abs().max()) for k, v in net.state_dict().items())
+    assert diff < TOL, diff
+    assert res.best_epoch == ranks[0]["best_epoch"]
+    assert res.history[-1]["val_top1"] == pytest.approx(ranks[0]["history"][-1], abs=2 / 360)
