@@ -14,7 +14,8 @@ Each variant keeps its own model, optimizer and loader; their epochs are interle
 (variant A epoch 1, B epoch 1, ..., A epoch 2, ...) so a load change on a shared machine hits all
 alike. Images/s counts training images over the wall time of the epoch's training and
 evaluation; the first epoch (worker start-up, compilation) is reported apart from the median and
-the best of the later ones (the best is the least disturbed by other jobs on a shared machine). Usage: ``python bench/bench_train.py [--model resnet18] [--images 512]``.
+the best of the later ones (the best is the least disturbed by other jobs on a shared machine).
+Usage: ``python bench/bench_train.py [--model resnet18] [--images 512]``.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     use_compile = args.compile == "on" or (args.compile == "auto" and compile_works())
     cuda = torch.cuda.is_available()
-    device = torch.cuda.get_device_name() if cuda else f"CPU ({pyplatform.processor() or 'cpu'}, {torch.get_num_threads()} threads)"
+    device = (torch.cuda.get_device_name() if cuda
+              else f"CPU ({pyplatform.processor() or 'cpu'}, {torch.get_num_threads()} threads)")
     with tempfile.TemporaryDirectory() as tmp:
         ds = image_files(Path(tmp), args.images, args.size, args.classes)
         base = dict(lr=0.05, amp="off", channels_last="off", compile=False)

@@ -197,18 +197,9 @@ def find_trainings(spec: dict, method: str, recipe_epochs: int,
         return [(rounds, recipe_epochs, f, "at most") for f in fractions]   # COLT: N models a round
     if m.kind == "dynamic":                          # RigL: one sparse training per target
         return [(len(targets), recipe_epochs, 1.0, "exact")]
-    if method == "cap":
-        from dilt.prune.cap import sparsity_schedule
-
-        o = _method_options(spec, method)
-        steps = sum(len(sparsity_schedule(t, o["init_sparsity"], o["steps"])) for t in targets)
-        return [(steps, o["prune_every"], 1.0, "exact")]
-    if method == "savit":
-        from dilt.methods.savit import flops_keeps
-
-        o = _method_options(spec, method)
-        ft = recipe_epochs if o["finetune_epochs"] is None else o["finetune_epochs"]
-        return [(len(flops_keeps(o, targets)), ft, 1.0, "exact")] if ft > 0 else []
+    if m.cost is not None:                           # post-training / structured: fine-tuning
+        trainings, epochs = m.cost(_method_options(spec, method), targets, recipe_epochs)
+        return [(trainings, epochs, 1.0, "exact")] if trainings and epochs > 0 else []
     return []                                        # one-shot at init: no training
 
 

@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         from dilt import platform
 
         platform.init_from_env()  # under torchrun: join the process group (a no-op otherwise)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if torch.cuda.is_available():  # CPU kernels are deterministic already; the switch
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # costs a second of
+            torch.use_deterministic_algorithms(True, warn_only=True)     # imports per job
         return _dispatch(args, suite)
     except (config.ConfigError, FileNotFoundError, KeyError, ValueError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -175,7 +176,8 @@ def _dispatch(args, suite) -> int:
     elif s == "init":
         jobs.init(suite, args.model, args.dataset, args.seed, args.out)
     elif s == "find":
-        from dilt import config, provenance as prov
+        from dilt import config
+        from dilt import provenance as prov
 
         if args.provenance is not None:  # the workflow's hash and the config this job reads agree
             want = prov.digest(prov.find_settings(suite, args.method, args.model, args.dataset,

@@ -26,9 +26,10 @@ import inspect
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -251,9 +252,9 @@ def check_path(key: str, value: str) -> None:
 def _check_suite(name: str, s: dict) -> None:
     key = f"suites.{name}"
     _check_names(key, s)
-    _check_model_options(key, s)
     _check_methods(key, s)
     _check_dataset_options(key, s)
+    _check_model_options(key, s)
     _check_recipes(key, s)
     _check_partitions(key, s)
     _check_analysis(key, s)
@@ -456,10 +457,9 @@ def _loader_options(name: str) -> dict:
     it forwards ``**options``, those of its module's ``_bundle`` (the image-folder loaders)."""
     import sys
 
-    from dilt.data import _REGISTRY, dataset_names
+    from dilt.data import get_loader
 
-    dataset_names()
-    fn = _REGISTRY[name]
+    fn = get_loader(name)
     params = dict(inspect.signature(fn).parameters)
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         inner = getattr(sys.modules.get(fn.__module__), "_bundle", None)
@@ -531,7 +531,7 @@ def _check_claims(key: str, s: dict) -> None:
 # --- typed access ------------------------------------------------------------------------------
 
 def load(path: str | Path = "workflow_config.yaml", suite: str | None = None,
-         overrides: Iterable[str | Path] = ()) -> "Suite":
+         overrides: Iterable[str | Path] = ()) -> Suite:
     """The validated suite of ``path`` merged with ``overrides`` (Snakemake's ``--configfile``)."""
     raw = merged(path, overrides)
     if suite is not None:
@@ -540,7 +540,7 @@ def load(path: str | Path = "workflow_config.yaml", suite: str | None = None,
     return Suite(cfg["suite"], cfg["suites"][cfg["suite"]], cfg)
 
 
-def describe(suite: "Suite") -> str:
+def describe(suite: Suite) -> str:
     """The grid a validated suite runs, for ``dilt validate``: one header line, one recipe line
     per (model, dataset) pair, the output folder."""
     s = suite.spec

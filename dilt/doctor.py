@@ -25,7 +25,6 @@ Exit status 0 when nothing FAILed (the suite can run here), 1 otherwise.
 from __future__ import annotations
 
 import importlib.metadata as md
-import math
 import os
 import re
 import shutil

@@ -477,7 +477,8 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
         models.append(net)
         masks.append(mask)
         # features are cached beside the weights, keyed by everything they depend on
-        key = f"{meta.get('hash')}_{cfg.get('probe_split', 'test')}{len(idx)}_{cfg.get('reduce', 'gap')}{cfg.get('proj_dim', 256)}"
+        key = (f"{meta.get('hash')}_{cfg.get('probe_split', 'test')}{len(idx)}_"
+               f"{cfg.get('reduce', 'gap')}{cfg.get('proj_dim', 256)}")
         caches.append(str(Path(d) / f"features_r{r}_{key}.npz"))
     probe_x = torch.cat([x for x, _ in batches(ds, idx, 512)])
     result = run_analysis(models, masks, probe_x, weight_layers(models[0]), {**cfg, "seed": seed},

@@ -14,8 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -50,7 +49,7 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def ones(cls, model: torch.nn.Module, names: Sequence[str]) -> "Mask":
+    def ones(cls, model: torch.nn.Module, names: Sequence[str]) -> Mask:
         params = dict(model.named_parameters())
         missing = [n for n in names if n not in params]
         if missing:
@@ -86,26 +85,26 @@ class Mask(Mapping[str, torch.Tensor]):
         return [n for n, t in self._t.items() if not bool(t.any())]
 
     # -- algebra ---------------------------------------------------------------------------
-    def _check_compatible(self, other: "Mask") -> None:
+    def _check_compatible(self, other: Mask) -> None:
         if self.shapes != other.shapes:
             diff = next((n for n in self.shapes.keys() | other.shapes.keys()
                          if self.shapes.get(n) != other.shapes.get(n)), "?")
             raise MaskError(f"masks differ at {diff!r}: {self.shapes.get(diff)} vs {other.shapes.get(diff)}")
 
-    def _combine(self, other: "Mask", op) -> "Mask":
+    def _combine(self, other: Mask, op) -> Mask:
         self._check_compatible(other)
         return Mask({n: op(t, other[n]) for n, t in self._t.items()})
 
-    def __and__(self, other: "Mask") -> "Mask":
+    def __and__(self, other: Mask) -> Mask:
         return self._combine(other, torch.logical_and)
 
-    def __or__(self, other: "Mask") -> "Mask":
+    def __or__(self, other: Mask) -> Mask:
         return self._combine(other, torch.logical_or)
 
-    def __sub__(self, other: "Mask") -> "Mask":
+    def __sub__(self, other: Mask) -> Mask:
         return self._combine(other, lambda a, b: a & ~b)
 
-    def __le__(self, other: "Mask") -> bool:
+    def __le__(self, other: Mask) -> bool:
         """Subset: every weight kept here is kept in ``other``."""
         self._check_compatible(other)
         return all(bool((t & ~other[n]).sum() == 0) for n, t in self._t.items())
@@ -121,7 +120,7 @@ class Mask(Mapping[str, torch.Tensor]):
         """A short hash of the names, shapes and kept positions (stored in saved masks)."""
         return state_hash(self._t)
 
-    def isdisjoint(self, other: "Mask") -> bool:
+    def isdisjoint(self, other: Mask) -> bool:
         return (self & other).kept == 0
 
     # -- use -------------------------------------------------------------------------------
@@ -151,7 +150,7 @@ class Mask(Mapping[str, torch.Tensor]):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, expect: Mapping[str, object] | None = None,
-             shapes: Mapping[str, tuple[int, ...]] | None = None) -> "Mask":
+             shapes: Mapping[str, tuple[int, ...]] | None = None) -> Mask:
         """Read a mask; check its metadata against ``expect`` and its shapes against ``shapes``."""
         mask, meta = cls.load_with_metadata(path)
         for key, want in (expect or {}).items():
@@ -169,7 +168,7 @@ class Mask(Mapping[str, torch.Tensor]):
         return mask
 
     @classmethod
-    def load_with_metadata(cls, path: str | os.PathLike) -> tuple["Mask", dict[str, str]]:
+    def load_with_metadata(cls, path: str | os.PathLike) -> tuple[Mask, dict[str, str]]:
         from safetensors import safe_open
 
         try:

@@ -23,9 +23,7 @@ def analyses(suite: Suite, files=None) -> dict[str, list[dict]]:
 def run(suite: Suite, what: str, records=None, imp=None, analysis_files=None) -> None:
     """One report step. ``records`` / ``imp`` / ``analysis_files``: the files the config declares
     (the workflow passes them); nothing else on disk enters the report."""
-    from dilt.report import aggregate
-
-    from dilt.report import verdicts
+    from dilt.report import aggregate, verdicts
 
     res = suite.results_dir
     csv, imp_csv = res / "results.csv", res / "imp_rounds.csv"
@@ -36,7 +34,8 @@ def run(suite: Suite, what: str, records=None, imp=None, analysis_files=None) ->
         aggregate.write_results_csv(res if records is None else records, csv)
         aggregate.write_imp_csv(res if imp is None else imp, imp_csv)
     elif what == "tables":
-        from dilt.report import analysis_tables, tables as t
+        from dilt.report import analysis_tables
+        from dilt.report import tables as t
 
         t.write_tables(csv, imp_csv, tables, suite.name, num_classes=nc,
                        density_floor=vs.get("density_floor"))
@@ -44,7 +43,8 @@ def run(suite: Suite, what: str, records=None, imp=None, analysis_files=None) ->
         verdicts.write_claims(csv, analyses(suite, analysis_files), suite.spec.get("claims"),
                               tables / "claims.tex", nc, vs)
     elif what == "figures":
-        from dilt.report import analysis_figures, figures as f
+        from dilt.report import analysis_figures
+        from dilt.report import figures as f
 
         f.write_figures(csv, imp_csv, figures)
         groups = analyses(suite, analysis_files)

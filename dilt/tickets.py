@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from dilt.io import read_json, write_json
+from dilt.masks import Mask, random_like, tickets
 from dilt.methods.job import MANIFEST
 from dilt.provenance import control_seed
-from dilt.masks import Mask, random_like, tickets
 from dilt.prune.imp import all_masks, round_at_sparsity
 
 MODES = ("source-matched", "density-matched")

@@ -27,9 +27,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ class Recipe:
     device: str = "auto"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
+    def from_dict(cls, d: dict) -> Recipe:
         """A recipe from a config mapping; an unknown key is an error, never dropped."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)

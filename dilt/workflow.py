@@ -156,3 +156,10 @@ def transfer_sources(spec: dict, tag: str) -> list[str]:
     if tag == FULL:
         return ["dense"] + (["lth"] if "lth" in methods else [])
     return (["colt"] if "colt" in methods else []) + (["tickets"] if "dilt" in methods else [])
+
+
+def gpus(spec: dict, model: str, dataset: str, default: int) -> int:
+    """GPUs (DDP processes) of one training job: the suite's ``ddp`` for ``model/dataset``, else
+    for ``model``, else the stage's resources."""
+    ddp = spec.get("ddp") or {}
+    return int(ddp.get(f"{model}/{dataset}", ddp.get(model, default)))

@@ -2,6 +2,7 @@
 import yaml
 
 RESOLVED = f"{R}/config.resolved.yaml"
+JOB_CFG = {**CFG, "suites": {SUITE: S}}  # what the jobs read: the suite that runs
 # jobs run `"$DILT_PYTHON" -m dilt ...`: the interpreter that runs Snakemake (set here, in the
 # environment the jobs inherit, so a moved virtual environment reruns nothing)
 os.environ["DILT_PYTHON"] = sys.executable
@@ -52,12 +53,27 @@ def reported_item(path, name, category):
 CONF = ancient(RESOLVED)
 
 
-def res(stage):
-    """Resources of a stage from the suite (`gpu`, `runtime` minutes, `mem_mb`, `cpus_per_task`)."""
+def res(stage, training=False):
+    """Resources of a stage from the suite (`gpu`, `runtime` minutes, `mem_mb`, `cpus_per_task`);
+    a training job's GPU count comes from the suite's `ddp` for its model and data set.
+    """
     r = {"gpu": 0, "runtime": 30, "mem_mb": 4000, "cpus_per_task": 1}
     r.update(S.get("resources", {}).get("default", {}))
     r.update(S.get("resources", {}).get(stage, {}))
+    if training:
+        default = r["gpu"]
+        r["gpu"] = lambda wc: W.gpus(
+            S, wc.model, getattr(wc, "target", wc.dataset), default
+        )
     return r
+
+
+def launch(wc, resources):
+    """How a training job starts: plain, or under torchrun with one process per GPU (DDP)."""
+    n = int(resources.gpu)
+    return (
+        f"-m torch.distributed.run --standalone --nproc_per_node={n}" if n > 1 else ""
+    )
 
 
 def grid(pattern, **extra):

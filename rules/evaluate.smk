@@ -17,12 +17,13 @@ rule retrain:
         ENV
     threads: 1
     resources:
-        **res("retrain"),
+        **res("retrain", training=True),
     params:
+        launch=launch,
         prov=prov(retrain_settings),
         src=lambda wc, input: os.path.dirname(input.source),
     shell:
-        '"$DILT_PYTHON" -m dilt retrain --config {input.conf:q} --partition {wildcards.tag:q} --source {params.src:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt retrain --config {input.conf:q} --partition {wildcards.tag:q} --source {params.src:q} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
 
@@ -44,12 +45,13 @@ rule retrain_one:
         ENV
     threads: 1
     resources:
-        **res("retrain"),
+        **res("retrain", training=True),
     params:
+        launch=launch,
         prov=prov(retrain_settings),
         src=lambda wc, input: os.path.dirname(input.source),
     shell:
-        '"$DILT_PYTHON" -m dilt retrain --config {input.conf:q} --partition {wildcards.tag:q} --source {params.src:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt retrain --config {input.conf:q} --partition {wildcards.tag:q} --source {params.src:q} '
         "--entry {wildcards.entry:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
         "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output:q} --log {log:q} "
         "--threads {threads} 2> {log:q}.err"
@@ -67,8 +69,9 @@ rule transfer:
         ENV
     threads: 1
     resources:
-        **res("transfer"),
+        **res("transfer", training=True),
     params:
+        launch=launch,
         prov=prov(
             lambda wc: PROV.transfer_settings(
                 SUITE_OBJ,
@@ -83,7 +86,7 @@ rule transfer:
         src=lambda wc, input: (["dense"] if wc.tag == "full" else [])
         + [os.path.dirname(p) for p in input.sources],
     shell:
-        '"$DILT_PYTHON" -m dilt transfer --config {input.conf:q} --partition {wildcards.tag:q} --target {wildcards.target:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt transfer --config {input.conf:q} --partition {wildcards.tag:q} --target {wildcards.target:q} '
         "--sources {params.src:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
         "--seed {wildcards.seed} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
 
@@ -103,8 +106,9 @@ rule transfer_one:
         ENV
     threads: 1
     resources:
-        **res("transfer"),
+        **res("transfer", training=True),
     params:
+        launch=launch,
         prov=prov(
             lambda wc: PROV.transfer_settings(
                 SUITE_OBJ,
@@ -122,7 +126,7 @@ rule transfer_one:
             else [os.path.dirname(p) for p in input.sources]
         ),
     shell:
-        '"$DILT_PYTHON" -m dilt transfer --config {input.conf:q} --partition {wildcards.tag:q} --target {wildcards.target:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt transfer --config {input.conf:q} --partition {wildcards.tag:q} --target {wildcards.target:q} '
         "--sources {params.src:q} --entry {wildcards.entry:q} --model {wildcards.model:q} "
         "--dataset {wildcards.dataset:q} --seed {wildcards.seed} --out {output:q} --log {log:q} "
         "--threads {threads} 2> {log:q}.err"

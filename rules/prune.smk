@@ -3,19 +3,20 @@
 
 
 rule resolved_config:
-    """The validated config the jobs read, written by a job (never at parse time). Jobs take it
-    as an `ancient` input: a config edit reruns only the jobs whose provenance changed.
+    """The validated config the jobs read (the selected suite only), written by a job, never
+    at parse time. Jobs take it as an `ancient` input: a config edit reruns only the jobs whose
+    provenance changed.
     """
     output:
         reported_item(RESOLVED, "config", "Provenance"),
     log:
         f"{LOGS}/resolved_config.log",
     params:
-        digest=PROV.digest(CFG),
+        digest=PROV.digest(JOB_CFG),
     run:
         from dilt.io import write_text
 
-        write_text(output[0], yaml.safe_dump(CFG, sort_keys=False))
+        write_text(output[0], yaml.safe_dump(JOB_CFG, sort_keys=False))
 
 
 rule init:
@@ -52,15 +53,16 @@ rule dense:
         ENV
     threads: 1
     resources:
-        **res("retrain"),
+        **res("retrain", training=True),
     params:
+        launch=launch,
         prov=prov(
             lambda wc: PROV.dense_settings(
                 SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)
             )
         ),
     shell:
-        '"$DILT_PYTHON" -m dilt dense --config {input.conf:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt dense --config {input.conf:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
         "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output.records:q} "
         "--log {log:q} --threads {threads} 2> {log:q}.err"
 
@@ -80,8 +82,9 @@ rule find:
         ENV
     threads: 1
     resources:
-        **res("imp"),
+        **res("imp", training=True),
     params:
+        launch=launch,
         prov=prov(find_settings),
         dense=lambda wc, input: (
             f"--dense {os.path.dirname(input.dense)}/dense.safetensors"
@@ -90,7 +93,7 @@ rule find:
         ),
         out=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        '"$DILT_PYTHON" -m dilt find --config {input.conf:q} --method {wildcards.method:q} --partition {wildcards.tag:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt find --config {input.conf:q} --method {wildcards.method:q} --partition {wildcards.tag:q} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} {params.dense} --out-dir {params.out:q} "
         "--provenance {params.prov} --log {log:q} --threads {threads} 2> {log:q}.err"
@@ -109,8 +112,9 @@ rule dilt_partition:
         ENV
     threads: 1
     resources:
-        **res("imp"),
+        **res("imp", training=True),
     params:
+        launch=launch,
         prov=prov(
             lambda wc: PROV.find_settings(
                 SUITE_OBJ,
@@ -124,7 +128,7 @@ rule dilt_partition:
         ),
         out=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        '"$DILT_PYTHON" -m dilt find --config {input.conf:q} --method dilt --partition {wildcards.tag:q} --part {wildcards.k} '
+        '"$DILT_PYTHON" {params.launch} -m dilt find --config {input.conf:q} --method dilt --partition {wildcards.tag:q} --part {wildcards.k} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} --out-dir {params.out:q} --provenance {params.prov} "
         "--log {log:q} --threads {threads} 2> {log:q}.err"

@@ -35,3 +35,50 @@ def tiny_suite(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config()))
     return config.load(path)
+
+
+def assert_same_files(fa: dict, fb: dict) -> None:
+    """Two sets of files (relative name -> path) hold the same results: the same names, tensors
+    and metadata (safetensors), JSON apart from wall-clock ``seconds``, arrays (npz), bytes."""
+    import json
+
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    assert sorted(fa) == sorted(fb), sorted(set(fa) ^ set(fb))
+    for name in fa:
+        x, y = fa[name], fb[name]
+        if name.endswith(".safetensors"):
+            tx, ty = load_file(str(x)), load_file(str(y))
+            assert tx.keys() == ty.keys(), name
+            assert all(torch.equal(tx[k], ty[k]) for k in tx), name
+            with safe_open(str(x), "pt") as f, safe_open(str(y), "pt") as g:
+                assert f.metadata() == g.metadata(), name
+        elif name.endswith(".json"):
+            jx, jy = json.loads(x.read_text()), json.loads(y.read_text())
+            for j in (jx, jy):
+                if isinstance(j, dict):
+                    j.pop("seconds", None)
+            assert jx == jy, name
+        elif name.endswith(".npz"):
+            with np.load(x) as zx, np.load(y) as zy:
+                assert sorted(zx.files) == sorted(zy.files), name
+                assert all(np.array_equal(zx[k], zy[k]) for k in zx.files), name
+        else:
+            assert x.read_bytes() == y.read_bytes(), name
+
+
+def planned_jobs(*args, cwd=None, timeout=600) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n ... --quiet rules` plans (``args``: targets and options)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", *args, "--quiet", "rules"],
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            counts[parts[0]] = int(parts[1])
+    return counts

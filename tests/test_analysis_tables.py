@@ -27,7 +27,7 @@ def test_alignment_recovers_permuted_labels():
     assert [b["layers"] for b in aligned] == GROUPS
     for g, blk in enumerate(aligned):
         assert set(blk["members"]) == {0, 1, 2}
-        for seed, b in blk["members"].items():
+        for b in blk["members"].values():
             assert b["layers"] == GROUPS[g]          # same layers, whatever the label
         assert all(a == 1.0 for a in blk["agreement"].values())
 

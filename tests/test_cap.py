@@ -5,12 +5,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import tiny_config
 from torch import nn
 
-from conftest import tiny_config
 from dilt.masks import Mask
-from dilt.prune.cap import (allocate, block_size, cap_prune, empirical_fisher, fisher_inverse,
-                            obs_eliminate, sparsity_schedule)
+from dilt.prune.cap import (
+    allocate,
+    block_size,
+    cap_prune,
+    empirical_fisher,
+    fisher_inverse,
+    obs_eliminate,
+    sparsity_schedule,
+)
 from dilt.prune.magnitude import keep_count
 
 

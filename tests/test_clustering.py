@@ -2,8 +2,7 @@
 
 import numpy as np
 
-from dilt.analysis.clustering import (choose_k, cluster_joint, local_scaling_affinity,
-                                      renumber_by_depth)
+from dilt.analysis.clustering import choose_k, cluster_joint, local_scaling_affinity, renumber_by_depth
 
 
 def planted_joint(sizes=(3, 4, 3), within=0.01, between=1.0, seed=0):

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT, tiny_config
+
 from dilt import config
 
 
@@ -199,7 +199,7 @@ def test_iid_limit_follows_the_data():
     assert classes == 10 and tr > va > 0
     n_max = min(tr, va) // config.MIN_PER_CLASS
     config.validate(tiny_config(partitions=[{"n": n_max, "scheme": "iid"}]))
-    with pytest.raises(config.ConfigError, match=r"suites\.tiny\.partitions\[0\]\.n: %d iid" % (n_max + 1)):
+    with pytest.raises(config.ConfigError, match=rf"suites\.tiny\.partitions\[0\]\.n: {n_max + 1} iid"):
         config.validate(tiny_config(partitions=[{"n": n_max + 1, "scheme": "iid"}]))
     config.validate(tiny_config(partitions=[{"n": 10, "scheme": "contiguous"}]))
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from dilt import config
 
 BASE = ROOT / "workflow_config.yaml"

@@ -3,7 +3,6 @@ save: between writing a temporary file and renaming it), resumes to bit-identica
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -13,14 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 import yaml
-from safetensors import safe_open
-from safetensors.torch import load_file
-
-from conftest import ROOT, tiny_config
+from conftest import assert_same_files, tiny_config
 
 pytestmark = pytest.mark.slow
 KILLS = 10
@@ -99,28 +93,7 @@ def _files(path: Path) -> dict[str, Path]:
 
 
 def _same(a: Path, b: Path) -> None:
-    fa, fb = _files(a), _files(b)
-    assert sorted(fa) == sorted(fb), (sorted(set(fa) ^ set(fb)))
-    for name in fa:
-        x, y = fa[name], fb[name]
-        if name.endswith(".safetensors"):
-            tx, ty = load_file(str(x)), load_file(str(y))
-            assert tx.keys() == ty.keys(), name
-            assert all(torch.equal(tx[k], ty[k]) for k in tx), name
-            with safe_open(str(x), "pt") as f, safe_open(str(y), "pt") as g:
-                assert f.metadata() == g.metadata(), name
-        elif name.endswith(".json"):
-            jx, jy = json.loads(x.read_text()), json.loads(y.read_text())
-            for j in (jx, jy):
-                if isinstance(j, dict):
-                    j.pop("seconds", None)
-            assert jx == jy, name
-        elif name.endswith(".npz"):
-            with np.load(x) as zx, np.load(y) as zy:
-                assert sorted(zx.files) == sorted(zy.files)
-                assert all(np.array_equal(zx[k], zy[k]) for k in zx.files), name
-        else:
-            assert x.read_bytes() == y.read_bytes(), name
+    assert_same_files(_files(a), _files(b))
 
 
 def _prepare(kind: str, cfg: Path, ref: Path, work: Path) -> None:

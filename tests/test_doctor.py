@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
-
 from conftest import ROOT, tiny_config
+
 from dilt import doctor
 
 CIFAR = "data/cifar100/cifar-100-python"

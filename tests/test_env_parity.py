@@ -282,8 +282,8 @@ def _render(path: Path) -> str:
 
 
 def _report_outputs() -> dict[str, list[str]]:
-    """Table and figure names of rules/report.smk (TABLES and FIGURES)."""
-    text = (ROOT / "rules" / "report.smk").read_text()
+    """Table and figure names of the workflow (TABLES and FIGURES in rules/common.smk)."""
+    text = (ROOT / "rules" / "common.smk").read_text()
     names = {}
     for kind, var in (("tables", "TABLES"), ("figures", "FIGURES")):
         m = re.search(var + r" = \[.*?\((.*?)\)", text, re.DOTALL)

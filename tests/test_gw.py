@@ -4,8 +4,7 @@ import numpy as np
 import ot
 import pytest
 
-from dilt.analysis.gw import (distance_matrix, gw_matrix, gw_pair, joint_matrix,
-                              round_to_marginals)
+from dilt.analysis.gw import distance_matrix, gw_matrix, gw_pair, joint_matrix, round_to_marginals
 
 
 def _cloud(n=40, d=5, seed=0):

@@ -3,13 +3,9 @@ the rules and of dilt.workflow), against what `snakemake -n` plans."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
-
-from conftest import ROOT
+from conftest import ROOT, planned_jobs
 
 ITERATIVE = {"lth", "colt"}
 PER_MASK = {"snip", "grasp", "random_uniform", "random_erk", "rigl", "cap"}  # retrained, no control
@@ -47,21 +43,12 @@ def expected(suite: dict) -> dict[str, int]:
                     c["transfer_one"] += len(parts) * ("colt" in methods) * randoms
                     # DiLT tickets transfer in the source-matched mode only
                     c["transfer_one"] += sum((n + 2) * randoms for n in parts) * ("dilt" in methods)
-    c.update(resolved_config=1, results=1, tables=1, figures=1, paper=1, all=1)
+    c.update(resolved_config=1, results=1, tables=1, figures=1, paper=1, versions=1, all=1)
     return {k: v for k, v in c.items() if v}
 
 
 def planned(suite_name: str) -> dict[str, int]:
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config",
-                           f"suite={suite_name}", "--quiet", "rules"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            out[parts[0]] = int(parts[1])
-    return out
+    return planned_jobs("--config", f"suite={suite_name}", cwd=ROOT)
 
 
 @pytest.mark.parametrize("name", ["paper", "small"])

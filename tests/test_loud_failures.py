@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 import yaml
-
 from conftest import tiny_config
+
 from dilt import config, jobs
 from dilt.io import FileCheckError, load_checked, save_checked
 from dilt.masks import Mask, MaskError
@@ -85,8 +85,8 @@ def test_mask_with_swapped_positions_or_truncated_is_refused(tmp_path):
     path = tmp_path / "m.safetensors"
     mask.save(path, seed=0)
     # swap 200 kept and pruned positions (same count) in the stored tensor bytes
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()

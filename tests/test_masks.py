@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from dilt.masks import (Mask, MaskError, chance_jaccard, intersection, jaccard, random_like,
-                        specialist, tickets, union)
+from dilt.masks import Mask, MaskError, chance_jaccard, intersection, jaccard, random_like, specialist, tickets, union
 
 SHAPES = {"a.weight": (20, 10), "b.weight": (7, 5, 3)}
 

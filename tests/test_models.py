@@ -198,3 +198,19 @@ def test_vit_tiny_learns_digits():
     model = _build("vit_tiny", data.input_shape, num_classes=data.num_classes)
     res = train(model, Split(data.train), Split(data.val), VIT_RECIPE, seed=0)
     assert res.best_val_top1 > 0.6  # chance is 0.1; measured ~0.97
+
+
+def test_lazy_model_names_are_the_registered_ones():
+    """The names listed without importing the timm-based modules are exactly those the modules
+    register once imported."""
+    import dilt.models as M
+
+    M._import_models("*")
+    assert set(M._REGISTRY) == set(M.model_names())
+
+
+def test_lazy_dataset_names_are_the_registered_ones():
+    import dilt.data as D
+
+    D._import_loaders("*")
+    assert set(D._REGISTRY) == set(D.dataset_names())

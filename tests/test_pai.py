@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import tiny_config
 from torch import nn
 from torch.func import functional_call
 
@@ -12,8 +13,6 @@ from dilt.masks import Mask
 from dilt.models import build_model, prunable_names
 from dilt.prune.magnitude import keep_count
 from dilt.prune.pai import grasp_batches, grasp_scores, mask_from_scores, snip_scores
-
-from conftest import tiny_config
 
 
 def _mlp(seed=0, dtype=torch.float64):
@@ -220,7 +219,7 @@ def test_grasp_batches_split_like_the_original():
     seen = torch.cat([b[0][:, 0] for b in out]).long()
     assert sorted(seen.tolist()) == list(range(40))
     for it in range(2):
-        (x1, y1), (x2, y2) = out[2 * it], out[2 * it + 1]
+        (x1, y1), (_, y2) = out[2 * it], out[2 * it + 1]
         assert len(y1) == len(y2) == 10
         assert torch.equal(torch.bincount(torch.cat([y1, y2]), minlength=4), torch.full((4,), 5))
         both = torch.cat([y1, y2])

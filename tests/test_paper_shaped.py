@@ -11,7 +11,6 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import ROOT
 from test_real_loaders import _cars, _cifar, _imagenet
 

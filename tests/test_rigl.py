@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import yaml
+from conftest import tiny_config
 from torch import nn
 
-from conftest import tiny_config
 from dilt.masks import Mask
 from dilt.prune.erk import erk_counts
 from dilt.prune.rigl import RigL
@@ -189,9 +189,9 @@ def test_killed_and_resumed_training_is_identical(tmp_path):
 
 def test_rigl_method_writes_masks_and_own_results(tmp_path):
     from dilt import config, jobs
+    from dilt.io import read_json
     from dilt.methods import get_method
     from dilt.methods.job import MaskJob, read_manifest
-    from dilt.io import read_json
 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config()))

@@ -9,8 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-
-from conftest import ROOT, tiny_config
+from conftest import ROOT, planned_jobs, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -103,16 +102,8 @@ def test_without_tex_everything_but_the_pdf_is_planned(tmp_path):
 
 def _planned(workdir, config_path) -> dict[str, int]:
     """Jobs per rule that `snakemake -n` plans for ``config_path`` on ``workdir``."""
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(config_path), "--quiet", "rules"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    counts = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            counts[parts[0]] = int(parts[1])
-    return counts
+    return planned_jobs("-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+                        "--configfile", str(config_path))
 
 
 def _snapshot(workdir) -> dict[str, float]:

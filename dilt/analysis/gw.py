@@ -133,7 +133,7 @@ class GWMatrix:
     start: np.ndarray  # dtype object: the start that won each entry
     start_values: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def block(self, rows: slice, cols: slice) -> "GWMatrix":
+    def block(self, rows: slice, cols: slice) -> GWMatrix:
         return GWMatrix(self.values[rows, cols], self.start[rows, cols],
                         {k: v[rows, cols] for k, v in self.start_values.items()})
 

@@ -9,15 +9,15 @@ also give each class's superclass, for the ``semantic`` partition scheme.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-_REGISTRY: dict[str, Callable[..., "DataBundle"]] = {}
+_REGISTRY: dict[str, Callable[..., DataBundle]] = {}
 
 
 @dataclass
@@ -54,18 +54,29 @@ def register_dataset(name: str):
     return deco
 
 
+# real-data loaders live in a module that imports torchvision (seconds of start-up per job):
+# it is imported only when one of its data sets is used
+_LAZY = {"imagenet": "dilt.data.imagefolders", "cifar100": "dilt.data.imagefolders",
+         "stanford_cars": "dilt.data.imagefolders", "cub200": "dilt.data.imagefolders"}
+
+
 def dataset_names() -> list[str]:
     _import_loaders()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_LAZY))
+
+
+def get_loader(name: str) -> Callable[..., DataBundle]:
+    """The registered loader function of ``name`` (importing its module on first use)."""
+    _import_loaders(name)
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+    return _REGISTRY[name]
 
 
 def load_dataset(name: str, *, root: str | Path = "data", seed: int = 0,
                  val_fraction: float = 0.2, **options) -> DataBundle:
     """Load dataset ``name`` from ``root``; ``seed`` fixes the train/validation split."""
-    _import_loaders()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](root=Path(root), seed=seed, val_fraction=val_fraction, **options)
+    return get_loader(name)(root=Path(root), seed=seed, val_fraction=val_fraction, **options)
 
 
 def stratified_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -110,10 +121,12 @@ class TensorImages(Dataset):
         return self.x[i], int(self.y[i])
 
 
-def _import_loaders() -> None:
-    # importing the modules registers their loaders
+def _import_loaders(name: str | None = None) -> None:
+    """Import the modules that register loaders (the embedded ones always, a real one when
+    ``name`` needs it or ``name`` is "*"); importing a module registers its loaders."""
+    import importlib
+
     from dilt.data import digits  # noqa: F401
-    try:
-        from dilt.data import imagefolders  # noqa: F401
-    except ImportError:  # pragma: no cover - optional real-data loaders
-        pass
+
+    for module in sorted(set(_LAZY.values()) if name == "*" else {_LAZY.get(name)} - {None}):
+        importlib.import_module(module)

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class _Plan:
     """The batch sampler: lists of ``(dataset index, seed)`` of this rank's share of every
     global batch of the epoch set by :meth:`set_epoch`."""
 
-    def __init__(self, loader: "Loader"):
+    def __init__(self, loader: Loader):
         self.loader, self.seed = loader, None
 
     def set_epoch(self, seed: int | None) -> None:

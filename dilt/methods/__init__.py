@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from dilt.methods.job import MaskJob
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 KINDS = ("iterative", "one-shot", "dynamic", "post-training", "structured")
 NEEDS = ("theta0", "dense", "partitions")
 
-_REGISTRY: dict[str, "Method"] = {}
+_REGISTRY: dict[str, Method] = {}
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,16 @@ class Method:
     name: str                                   # config and path name (lower case)
     kind: str                                   # one of KINDS
     display: str                                # name in tables and figures
-    find: Callable[["MaskJob"], None] | None    # writes the mask-run layout; None: derived (tickets)
+    find: Callable[[MaskJob], None] | None    # writes the mask-run layout; None: derived (tickets)
     needs: tuple[str, ...] = ("theta0",)        # subset of NEEDS
     per_partition: bool = False                 # one job per partition (DiLT), not one per run
     on_partitions: bool = False                 # runs on a partition scheme (COLT, DiLT)
     retrain: bool = True                        # its unstructured masks are retrained from theta_0
     vit_only: bool = False                      # runs on vision transformers only (SAViT)
     options: dict = field(default_factory=dict)  # default options (``methods_options.<name>``)
+    # trainings a find job runs beyond IMP's and RigL's (for `dilt budget`):
+    # cost(options, targets, recipe_epochs) -> (trainings, epochs each)
+    cost: Callable[[dict, list, int], tuple[int, float]] | None = None
     cite: str = ""                              # the paper it implements
 
     def __post_init__(self):

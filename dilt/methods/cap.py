@@ -87,8 +87,14 @@ def find(job) -> None:
     job.finish(options={k: opts[k] for k in sorted(opts)})
 
 
+def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:
+    """Fine-tuning segments of a run: one per pruning step of every target's schedule."""
+    steps = sum(len(sparsity_schedule(t, options["init_sparsity"], options["steps"])) for t in targets)
+    return steps, options["prune_every"]
+
+
 register_method(Method(
     name="cap", kind="post-training", display="CAP", find=find, needs=("theta0", "dense"),
-    options={**PAPER, "lr": None},
+    options={**PAPER, "lr": None}, cost=cost,
     cite="Kuznedelev, Kurtic, Frantar, Alistarh. CAP: Correlation-Aware Pruning for "
          "Highly-Accurate Sparse Vision Models. NeurIPS 2023"))

@@ -13,8 +13,8 @@ from dilt.methods.job import MaskJob
 
 def _partition_part(job: MaskJob, p):
     from dilt.jobs import theta0_model
-    from dilt.prune.imp import Part
     from dilt.provenance import head_seed
+    from dilt.prune.imp import Part
     from dilt.train import Split
 
     b = job.bundle
@@ -30,8 +30,8 @@ def _partition_part(job: MaskJob, p):
 def find_imp(job: MaskJob) -> None:
     """Run IMP for ``job.method`` and list the mask of every target round in the manifest."""
     from dilt.jobs import full_splits, partitions
-    from dilt.prune.imp import Part, round_at_sparsity, run_imp
     from dilt.masks import Mask
+    from dilt.prune.imp import Part, round_at_sparsity, run_imp
 
     if job.method == "lth":
         tr, va, te = full_splits(job.bundle)

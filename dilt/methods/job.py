@@ -24,7 +24,7 @@ def mask_key(target: float, ticket: str = "mask", control: str = "ticket") -> st
 
 @dataclass
 class MaskJob:
-    suite: "object"                 # dilt.config.Suite
+    suite: object                 # dilt.config.Suite
     method: str
     model: str
     dataset: str

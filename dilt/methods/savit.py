@@ -86,8 +86,14 @@ def find(job) -> None:
                flops_dense=dense_flops, axis="flops")
 
 
+def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:
+    """One fine-tuning per FLOPs target."""
+    ft = recipe_epochs if options["finetune_epochs"] is None else options["finetune_epochs"]
+    return len(flops_keeps(options, targets)), ft
+
+
 register_method(Method(
     name="savit", kind="structured", display="SAViT", find=find, needs=("theta0", "dense"),
-    retrain=False, vit_only=True, options=dict(OPTIONS),
+    retrain=False, vit_only=True, options=dict(OPTIONS), cost=cost,
     cite="Zheng, Li, Zhang, Yang, Tan, Xiao, Ren, Pu. SAViT: Structure-Aware Vision Transformer "
          "Pruning via Collaborative Optimization. NeurIPS 2022"))

@@ -8,7 +8,7 @@ almost dense anyway, and a specialist ticket m_1 minus m_2 would otherwise empty
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -23,16 +23,23 @@ def register_model(name: str):
     return deco
 
 
+# models built with timm / torchvision live in modules whose import costs seconds per job:
+# they are imported only when one of their models is built
+_LAZY = {"resnet18": "dilt.models.colt_models", "mobilenetv2": "dilt.models.colt_models",
+         "conv3": "dilt.models.colt_models", "resnet50": "dilt.models.timm_models",
+         "deit_s": "dilt.models.timm_models", "vit_tiny": "dilt.models.vit"}
+
+
 def model_names() -> list[str]:
     _import_models()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_LAZY))
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], **options) -> nn.Module:
     """Build a freshly initialised model (initialise under ``torch.manual_seed`` for theta_0)."""
-    _import_models()
+    _import_models(name)
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(model_names())}")
     return _REGISTRY[name](num_classes=num_classes, input_shape=tuple(input_shape), **options)
 
 
@@ -67,8 +74,12 @@ def head_parameters(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters() if n == head or n.startswith(head + ".")]
 
 
-def _import_models() -> None:
+def _import_models(name: str | None = None) -> None:
+    """Import the modules that register models (the small ones always, a timm-based one when
+    ``name`` needs it or ``name`` is "*")."""
+    import importlib
+
     from dilt.models import small  # noqa: F401
-    from dilt.models import timm_models  # noqa: F401
-    from dilt.models import colt_models  # noqa: F401
-    from dilt.models import vit  # noqa: F401
+
+    for module in sorted(set(_LAZY.values()) if name == "*" else {_LAZY.get(name)} - {None}):
+        importlib.import_module(module)

@@ -25,7 +25,8 @@ def save_state(path: str | os.PathLike, net: nn.Module, **metadata: object) -> s
     return digest
 
 
-def load_state(path: str | os.PathLike, *, expect: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_state(path: str | os.PathLike, *,
+               expect: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read weights written by :func:`save_state`, refusing a damaged file (its content hash)
     or one whose metadata differs from ``expect`` (e.g. ``{"seed": 0, "model": "cnn"}``)."""
     from dilt.io import FileCheckError

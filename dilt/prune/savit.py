@@ -49,13 +49,13 @@ class Structure:
     embed: torch.Tensor
 
     @classmethod
-    def full(cls, model: nn.Module) -> "Structure":
+    def full(cls, model: nn.Module) -> Structure:
         L, H, M, D = dims_of(model)
         return cls(torch.ones(L, H, dtype=torch.bool), torch.ones(L, M, dtype=torch.bool),
                    torch.ones(D, dtype=torch.bool))
 
     @classmethod
-    def from_flat(cls, model: nn.Module, flat: torch.Tensor) -> "Structure":
+    def from_flat(cls, model: nn.Module, flat: torch.Tensor) -> Structure:
         L, H, M, D = dims_of(model)
         h, m, e = torch.split(flat.to(torch.bool).cpu(), [L * H, L * M, D])
         return cls(h.view(L, H), m.view(L, M), e.clone())
@@ -366,7 +366,7 @@ def layer_keep(model: nn.Module, keep: Structure) -> dict[str, tuple[torch.Tenso
     hd = model.blocks[0].attn.head_dim
     e = keep.embed
     out = {"patch_embed.proj": (e, torch.ones(model.patch_embed.proj.in_channels, dtype=torch.bool))}
-    for l, blk in enumerate(model.blocks):
+    for l in range(len(model.blocks)):
         hr = _head_rows(keep.heads[l], hd)
         out[f"blocks.{l}.attn.qkv"] = (hr.repeat(3), e)
         out[f"blocks.{l}.attn.proj"] = (e, hr)

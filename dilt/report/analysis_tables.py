@@ -108,8 +108,8 @@ def write_exp2_blocks(analyses_by_setting: dict[str, list[dict]], out_path) -> s
         seeds = sorted({_seed(a, i) for i, a in enumerate(runs)}, key=str)
         for k, blk in enumerate(align_blocks(runs)):
             mem = blk["members"]
-            get = (lambda key: [mem[s].get(key) if mem[s].get(key) is not None else math.nan
-                                for s in seeds if s in mem])
+            get = (lambda key, mem=mem, seeds=seeds: [mem[s].get(key) if mem[s].get(key) is not None
+                                                      else math.nan for s in seeds if s in mem])
             layers = blk["layers"]
             span = f"{layers[0]} .. {layers[-1]}" if len(layers) > 1 else (layers[0] if layers else "")
             rows.append({

@@ -19,10 +19,23 @@ from dilt.report.aggregate import collect_imp, read_results
 from dilt.report.latex import booktabs_table, empty_table, escape, mean_std
 from dilt.report.verdicts import TOLERANCE, flag
 
-METHOD_NAMES = {"dense": "Dense", "lth": "LTH", "colt": "COLT", "dilt": "DiLT",
-                "random": "Random", "snip": "SNIP", "grasp": "GraSP",
-                "random_uniform": "Random-uniform", "random_erk": "Random-ERK", "rigl": "RigL",
-                "cap": "CAP", "savit": "SAViT"}
+FIRST = ("dense", "lth", "colt", "dilt")  # the study's own rows first; then the baselines
+
+
+def display_name(method: str) -> str:
+    """A method's display name, from the method registry (``dense`` is the reference)."""
+    from dilt.methods import get_method, method_names
+
+    if method == "dense":
+        return "Dense"
+    return get_method(method).display if method in method_names() else method
+
+
+def structured(method: str) -> bool:
+    """Whether a method's results sit on a FLOPs axis (structured pruning), not a sparsity one."""
+    from dilt.methods import get_method, method_names
+
+    return method in method_names() and get_method(method).kind == "structured"
 PROTOCOLS = {"retrain": "$\\theta_0$", "own": "own"}
 FLAG_ABBR = {"bottleneck": "b", "collapsed": "c", "chance": "ch", "failed_source": "f"}
 FLAG_NOTE = ("$^\\dagger$: flagged in at least one seed (column Flags: b bottleneck layer, c "
@@ -41,8 +54,7 @@ MODE_NOTE = ("SM: source-matched (partition masks at the target sparsity); DM: d
 # ---------------------------------------------------------------- small helpers
 
 def _method_rank(method: str) -> int:
-    order = list(METHOD_NAMES)
-    return order.index(method) if method in order else len(order)
+    return FIRST.index(method) if method in FIRST else len(FIRST)
 
 
 def _ticket_rank(ticket: str) -> float:
@@ -60,7 +72,7 @@ def sort_key(method: str, ticket: str, mode: str) -> tuple:
 
 def ticket_label(method: str, ticket: str, mode: str = "-") -> str:
     """A readable row name such as ``DiLT-core (DM)`` (plain text, escaped later)."""
-    name = METHOD_NAMES.get(method, method)
+    name = display_name(method)
     if ticket not in ("dense", "mask"):
         name += f"-{ticket}"
     if mode != "-":
@@ -178,7 +190,7 @@ EXP1_TICKETS = ("dense", "mask", "core", "union")
 
 def _exp1_keys(tickets: pd.DataFrame) -> list[tuple]:
     keys = tickets.groupby(["target_sparsity", "method", "ticket", "mode", "protocol"]).groups
-    return sorted(keys, key=lambda k: (k[1] == "savit", k[1] != "dense", k[0],
+    return sorted(keys, key=lambda k: (structured(k[1]), k[1] != "dense", k[0],
                                        *sort_key(k[1], k[2], k[3]), k[4] != "retrain"))
 
 
@@ -186,7 +198,7 @@ def _exp1_block(g: pd.DataFrame, suite: str, model: str, dataset: str, partition
                 tolerance: float) -> str:
     tickets = g[g["control"] == "ticket"]
     randoms = g[g["control"] == "random"]
-    flops = bool((tickets.method == "savit").any())
+    flops = any(structured(m) for m in tickets.method.unique())
     rows = []
     for t, method, ticket, mode, protocol in _exp1_keys(tickets):
         sel = dict(method=method, ticket=ticket, mode=mode, protocol=protocol)
@@ -194,14 +206,14 @@ def _exp1_block(g: pd.DataFrame, suite: str, model: str, dataset: str, partition
         own = own[np.logical_and.reduce([own[k] == v for k, v in sel.items()])]
         rnd = randoms[np.isclose(randoms.target_sparsity, t)]
         rnd = rnd[np.logical_and.reduce([rnd[k] == v for k, v in sel.items()])]
-        structured = method == "savit"
+        on_flops = structured(method)
         row = {"Target": "--" if method == "dense" else
-               (f"FLOPs $-${pct(t)}" if structured else pct(t)),
+               (f"FLOPs $-${pct(t)}" if on_flops else pct(t)),
                "Method": ticket_label(method, ticket, mode),
                "Protocol": PROTOCOLS.get(protocol, escape(protocol)),
-               "s": "--" if structured else spars(own.actual_sparsity)}
+               "s": "--" if on_flops else spars(own.actual_sparsity)}
         if flops:
-            row["FLOPs"] = f"{own.flops_ratio.mean():.2f}" if structured else "--"
+            row["FLOPs"] = f"{own.flops_ratio.mean():.2f}" if on_flops else "--"
         row.update({"Epochs": f"{own.epochs.mean():.0f}",
                     "Top-1": mean_std(own.value) + dagger(own),
                     "Random": (mean_std(rnd.value) + dagger(rnd)) if len(rnd) else "--",

@@ -33,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 from dilt.io import write_text
-from dilt.report.latex import booktabs_table, escape
+from dilt.report.latex import escape
 
 TOLERANCE = 0.02
 CHANCE_MARGIN = 0.05
