@@ -59,6 +59,7 @@ rule all:
         rules.figures.output,
         PAPER_PDF if HAVE_TEX else [],
         rules.versions.output,
+        RESOLVED,
 
 
 if not HAVE_TEX:

@@ -52,6 +52,9 @@ LOADER_RESERVED = ("root", "seed", "val_fraction")
 PATH_CHARS = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 
+ENV_CONFIG = "DILT_CONFIG"  # `--config env:DILT_CONFIG`: the workflow hands its jobs the config
+
+
 class ConfigError(ValueError):
     """A config value is invalid; the message is one line naming the key."""
 
@@ -86,7 +89,10 @@ def load_yaml(path: str | Path) -> Any:
     """Parse one YAML file strictly; every problem is one ConfigError line naming the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = os.environ[ENV_CONFIG] if str(path) == f"env:{ENV_CONFIG}" else path.read_text()
+    except KeyError:
+        raise ConfigError(f"{path}: the environment variable {ENV_CONFIG} is not set "
+                          "(jobs started by snakemake get it; otherwise pass --config FILE)") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError) as e:

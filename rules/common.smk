@@ -1,8 +1,12 @@
 # Shared definitions: the resolved config every job reads, paths, resources, provenance.
 import yaml
 
-RESOLVED = f"{R}/config.resolved.yaml"
+RESOLVED = f"{R}/config.resolved.yaml"  # a copy for the record and the report
 JOB_CFG = {**CFG, "suites": {SUITE: S}}  # what the jobs read: the suite that runs
+# the jobs read the config from the environment they inherit (`--config env:DILT_CONFIG`), not
+# from a file: no job depends on a file that a config edit rewrites, so an edit reruns exactly
+# the jobs whose settings (provenance parameters) changed, in the same run
+os.environ["DILT_CONFIG"] = yaml.safe_dump(JOB_CFG, sort_keys=False)
 # jobs run `"$DILT_PYTHON" -m dilt ...`: the interpreter that runs Snakemake (set here, in the
 # environment the jobs inherit, so a moved virtual environment reruns nothing)
 os.environ["DILT_PYTHON"] = sys.executable
@@ -14,6 +18,7 @@ METHODS = "|".join(method_names())
 
 envvars:
     "DILT_PYTHON",
+    "DILT_CONFIG",
 
 
 wildcard_constraints:
@@ -48,9 +53,6 @@ def reported_item(path, name, category):
         category=category,
         labels={"file": os.path.basename(path)},
     )
-
-
-CONF = ancient(RESOLVED)
 
 
 def res(stage, training=False):
@@ -95,10 +97,7 @@ def prov(fn):
 
 # -- input functions and the report's file lists ----------------------------------------
 def find_inputs(wc):
-    ins = {
-        "conf": CONF,
-        "theta0": f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/theta0.safetensors",
-    }
+    ins = {"theta0": f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/theta0.safetensors"}
     if "dense" in get_method(wc.method).needs:
         ins["dense"] = (
             f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/full/dense/records.json"

@@ -4,7 +4,6 @@
 
 rule retrain:
     input:
-        conf=CONF,
         theta0=f"{RUN}/theta0.safetensors",
         source=f"{RUN}/{{tag}}/{{source}}/masks.json",
     output:
@@ -23,7 +22,7 @@ rule retrain:
         prov=prov(retrain_settings),
         src=lambda wc, input: os.path.dirname(input.source),
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt retrain --config {input.conf:q} --partition {wildcards.tag:q} --source {params.src:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt retrain --config env:DILT_CONFIG --partition {wildcards.tag:q} --source {params.src:q} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
 
@@ -31,7 +30,6 @@ rule retrain:
 rule retrain_one:
     """One training of a source's retraining (suites with `batch_trainings: false`)."""
     input:
-        conf=CONF,
         theta0=f"{RUN}/theta0.safetensors",
         source=f"{RUN}/{{tag}}/{{source}}/masks.json",
     output:
@@ -51,7 +49,7 @@ rule retrain_one:
         prov=prov(retrain_settings),
         src=lambda wc, input: os.path.dirname(input.source),
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt retrain --config {input.conf:q} --partition {wildcards.tag:q} --source {params.src:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt retrain --config env:DILT_CONFIG --partition {wildcards.tag:q} --source {params.src:q} '
         "--entry {wildcards.entry:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
         "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output:q} --log {log:q} "
         "--threads {threads} 2> {log:q}.err"
@@ -59,7 +57,6 @@ rule retrain_one:
 
 rule transfer:
     input:
-        conf=CONF,
         sources=transfer_sources,
     output:
         f"{RUN}/{{tag}}/transfer/{{target}}/records.json",
@@ -86,7 +83,7 @@ rule transfer:
         src=lambda wc, input: (["dense"] if wc.tag == "full" else [])
         + [os.path.dirname(p) for p in input.sources],
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt transfer --config {input.conf:q} --partition {wildcards.tag:q} --target {wildcards.target:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt transfer --config env:DILT_CONFIG --partition {wildcards.tag:q} --target {wildcards.target:q} '
         "--sources {params.src:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} "
         "--seed {wildcards.seed} --out {output:q} --log {log:q} --threads {threads} 2> {log:q}.err"
 
@@ -94,7 +91,6 @@ rule transfer:
 rule transfer_one:
     """One training of a transfer (suites with `batch_trainings: false`)."""
     input:
-        conf=CONF,
         sources=transfer_one_source,
     output:
         f"{RUN}/{{tag}}/transfer/{{target}}/{{entry}}.records.json",
@@ -126,7 +122,7 @@ rule transfer_one:
             else [os.path.dirname(p) for p in input.sources]
         ),
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt transfer --config {input.conf:q} --partition {wildcards.tag:q} --target {wildcards.target:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt transfer --config env:DILT_CONFIG --partition {wildcards.tag:q} --target {wildcards.target:q} '
         "--sources {params.src:q} --entry {wildcards.entry:q} --model {wildcards.model:q} "
         "--dataset {wildcards.dataset:q} --seed {wildcards.seed} --out {output:q} --log {log:q} "
         "--threads {threads} 2> {log:q}.err"
@@ -134,7 +130,6 @@ rule transfer_one:
 
 rule analyze:
     input:
-        conf=CONF,
         theta0=f"{RUN}/theta0.safetensors",
         runs=dilt_runs,
     output:
@@ -154,6 +149,6 @@ rule analyze:
         ),
         runs=lambda wc, input: [os.path.dirname(p) for p in input.runs],
     shell:
-        '"$DILT_PYTHON" -m dilt analyze --config {input.conf:q} --partition {wildcards.tag:q} --runs {params.runs:q} '
+        '"$DILT_PYTHON" -m dilt analyze --config env:DILT_CONFIG --partition {wildcards.tag:q} --runs {params.runs:q} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} --out {output:q} --threads {threads} > {log:q} 2>&1"

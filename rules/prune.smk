@@ -3,10 +3,8 @@
 
 
 rule resolved_config:
-    """The validated config the jobs read (the selected suite only), written by a job, never
-    at parse time. Jobs take it as an `ancient` input: a config edit reruns only the jobs whose
-    provenance changed.
-    """
+    """A record of the validated config the jobs read (the selected suite only; the jobs get
+    it from the environment), written by a job, never at parse time."""
     output:
         reported_item(RESOLVED, "config", "Provenance"),
     log:
@@ -20,8 +18,6 @@ rule resolved_config:
 
 
 rule init:
-    input:
-        conf=CONF,
     output:
         f"{RUN}/theta0.safetensors",
     log:
@@ -37,13 +33,12 @@ rule init:
             )
         ),
     shell:
-        '"$DILT_PYTHON" -m dilt init --config {input.conf:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
+        '"$DILT_PYTHON" -m dilt init --config env:DILT_CONFIG --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
         "--seed {wildcards.seed} --out {output:q} > {log:q} 2>&1"
 
 
 rule dense:
     input:
-        conf=CONF,
         theta0=f"{RUN}/theta0.safetensors",
     output:
         records=f"{RUN}/full/dense/records.json",
@@ -62,7 +57,7 @@ rule dense:
             )
         ),
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt dense --config {input.conf:q} --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt dense --config env:DILT_CONFIG --model {wildcards.model:q} --dataset {wildcards.dataset:q} '
         "--seed {wildcards.seed} --theta0 {input.theta0:q} --out {output.records:q} "
         "--log {log:q} --threads {threads} 2> {log:q}.err"
 
@@ -93,7 +88,7 @@ rule find:
         ),
         out=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt find --config {input.conf:q} --method {wildcards.method:q} --partition {wildcards.tag:q} '
+        '"$DILT_PYTHON" {params.launch} -m dilt find --config env:DILT_CONFIG --method {wildcards.method:q} --partition {wildcards.tag:q} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} {params.dense} --out-dir {params.out:q} "
         "--provenance {params.prov} --log {log:q} --threads {threads} 2> {log:q}.err"
@@ -102,7 +97,6 @@ rule find:
 rule dilt_partition:
     """One of DiLT's N independent IMP runs (partition k)."""
     input:
-        conf=CONF,
         theta0=f"{RUN}/theta0.safetensors",
     output:
         f"{RUN}/{{tag}}/dilt/p{{k}}/masks.json",
@@ -128,7 +122,7 @@ rule dilt_partition:
         ),
         out=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt find --config {input.conf:q} --method dilt --partition {wildcards.tag:q} --part {wildcards.k} '
+        '"$DILT_PYTHON" {params.launch} -m dilt find --config env:DILT_CONFIG --method dilt --partition {wildcards.tag:q} --part {wildcards.k} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} --out-dir {params.out:q} --provenance {params.prov} "
         "--log {log:q} --threads {threads} 2> {log:q}.err"
@@ -136,7 +130,6 @@ rule dilt_partition:
 
 rule tickets:
     input:
-        conf=CONF,
         runs=dilt_runs,
     output:
         f"{RUN}/{{tag}}/tickets/masks.json",
@@ -155,6 +148,6 @@ rule tickets:
         runs=lambda wc, input: [os.path.dirname(p) for p in input.runs],
         out=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        '"$DILT_PYTHON" -m dilt tickets --config {input.conf:q} --partition {wildcards.tag:q} --model {wildcards.model:q} '
+        '"$DILT_PYTHON" -m dilt tickets --config env:DILT_CONFIG --partition {wildcards.tag:q} --model {wildcards.model:q} '
         "--dataset {wildcards.dataset:q} --seed {wildcards.seed} --runs {params.runs:q} "
         "--out-dir {params.out:q} > {log:q} 2>&1"

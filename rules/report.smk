@@ -5,7 +5,6 @@
 
 rule results:
     input:
-        conf=CONF,
         records=[_made_by_find(p) if p.endswith(W.OWN) else p for p in RECORDS],
         imp=[_made_by_find(p) for p in IMP_SUMMARIES],
     output:
@@ -21,12 +20,11 @@ rule results:
         records=RECORDS,
         imp=IMP_SUMMARIES,
     shell:
-        '"$DILT_PYTHON" -m dilt report results --config {input.conf:q} --records {params.records:q} --imp {params.imp:q} > {log:q} 2>&1'
+        '"$DILT_PYTHON" -m dilt report results --config env:DILT_CONFIG --records {params.records:q} --imp {params.imp:q} > {log:q} 2>&1'
 
 
 rule tables:
     input:
-        conf=CONF,
         results=f"{R}/results.csv",
         imp=f"{R}/imp_rounds.csv",
         analyses=ANALYSES,
@@ -41,12 +39,11 @@ rule tables:
     params:
         analyses=ANALYSES,
     shell:
-        '"$DILT_PYTHON" -m dilt report tables --config {input.conf:q} --analyses {params.analyses:q} > {log:q} 2>&1'
+        '"$DILT_PYTHON" -m dilt report tables --config env:DILT_CONFIG --analyses {params.analyses:q} > {log:q} 2>&1'
 
 
 rule figures:
     input:
-        conf=CONF,
         results=f"{R}/results.csv",
         imp=f"{R}/imp_rounds.csv",
         analyses=ANALYSES,
@@ -61,12 +58,11 @@ rule figures:
     params:
         analyses=ANALYSES,
     shell:
-        '"$DILT_PYTHON" -m dilt report figures --config {input.conf:q} --analyses {params.analyses:q} > {log:q} 2>&1'
+        '"$DILT_PYTHON" -m dilt report figures --config env:DILT_CONFIG --analyses {params.analyses:q} > {log:q} 2>&1'
 
 
 rule paper:
     input:
-        conf=CONF,
         results=f"{R}/results.csv",
         tables=TABLES,
         figures=FIGURES,
@@ -82,7 +78,7 @@ rule paper:
     params:
         analyses=ANALYSES,
     shell:
-        '"$DILT_PYTHON" -m dilt report paper --config {input.conf:q} --analyses {params.analyses:q} > {log:q} 2>&1 '
+        '"$DILT_PYTHON" -m dilt report paper --config env:DILT_CONFIG --analyses {params.analyses:q} > {log:q} 2>&1 '
         "|| (tail -n 30 {log:q} >&2; exit 1)"
 
 
