@@ -98,7 +98,11 @@ def load_yaml(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot be read ({e})") from None
     try:
-        return yaml.load(text, Loader=StrictLoader)
+        loader = StrictLoader(text)  # a SafeLoader that also refuses duplicated keys
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""

@@ -383,7 +383,8 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
     if not files:
         raise FileCheckError(f"{source_dir}: late rewinding is on but no rewind point is on disk")
     states = [load_state(f)[0] for f in files]
-    keep_head = method == "lth"
+    # a full-data run's head has every class; a partition run's head only its own
+    keep_head = method != "tickets" and not get_method(method).on_partitions
 
     def mean(chosen):
         return {k: (sum(s[k].double() for s in chosen) / len(chosen)).to(chosen[0][k].dtype)
