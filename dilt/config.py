@@ -38,7 +38,6 @@ SCHEMA = ROOT / "schemas" / "config.schema.yaml"
 PREFIX = "workflow config: "
 
 # run by `dilt imp` itself, so accepted even before dilt/methods registers them
-BUILTIN_METHODS = ("lth", "dilt", "colt")
 # loaded at validation time to count samples per class (embedded, milliseconds)
 EMBEDDED_DATA = ("digits", "digits_rot")
 # what is known of the real data sets without their files: (classes, fewest official training
@@ -326,7 +325,7 @@ def _registry() -> dict:
 
 def _check_methods(key: str, s: dict) -> None:
     reg = _registry()
-    available = set(reg) | set(BUILTIN_METHODS)
+    available = set(reg)
     for i, m in enumerate(s["methods"]):
         if m not in available:
             raise _fail(f"{key}.methods[{i}]", f"{m!r} is not registered in dilt.methods "
@@ -376,7 +375,7 @@ def _recipe_source(s: dict, model: str, dataset: str, field: str) -> str:
 
 def _iterative(s: dict) -> bool:
     reg = _registry()
-    return any((reg[m].kind == "iterative") if m in reg else m in BUILTIN_METHODS for m in s["methods"])
+    return any(reg[m].kind == "iterative" for m in s["methods"] if m in reg)
 
 
 def _check_recipes(key: str, s: dict) -> None:

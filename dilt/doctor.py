@@ -372,17 +372,14 @@ def estimate_bytes(suite) -> int:
     model a few weight files, plus one live epoch checkpoint (4x the weights) and 20% for records
     and logs."""
     s = suite.spec
-    rate = float(s["prune"]["rate"])
-    target = max(s["sparsities"])
-    rounds, density = 0, 1.0
-    while density > 1 - target + 1e-12 and rounds < 1000:
-        density *= 1 - rate
-        rounds += 1
+    from dilt.methods import get_method
+    from dilt.prune.magnitude import schedule
+
+    rounds = len(schedule(s["sparsities"], float(s["prune"]["rate"])))
     parts = sum(p["n"] for p in s["partitions"])
-    runs = 0
-    for m in s["methods"]:
-        runs += {"lth": 1, "dilt": parts, "colt": parts}.get(m, 0)
-    others = sum(1 for m in s["methods"] if m not in ("lth", "dilt", "colt"))
+    iterative = [get_method(m) for m in s["methods"] if get_method(m).kind == "iterative"]
+    runs = sum(parts if m.on_partitions else 1 for m in iterative)  # IMP model runs kept on disk
+    others = len(s["methods"]) - len(iterative)
     total = 0
     for model in s["models"]:
         for d in s["datasets"]:
