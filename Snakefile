@@ -62,6 +62,33 @@ rule all:
         RESOLVED,
 
 
+# a local run's jobs fork from one warm interpreter (dilt/forkserver.py) instead of each starting
+# Python and importing torch; cluster jobs, and `DILT_FORKSERVER=0`, start fresh processes
+FORKSERVER = {"path": None}
+
+
+onstart:
+    if workflow.local_exec and os.environ.get("DILT_FORKSERVER") != "0":
+        from dilt import forkserver
+
+        FORKSERVER["path"] = forkserver.start(
+            workflow.basedir, f"{LOGS}/forkserver.log"
+        )
+        os.environ["DILT_FORKSERVER"] = FORKSERVER["path"] or ""
+
+
+onsuccess:
+    from dilt import forkserver
+
+    forkserver.stop(FORKSERVER["path"])
+
+
+onerror:
+    from dilt import forkserver
+
+    forkserver.stop(FORKSERVER["path"])
+
+
 if not HAVE_TEX:
     print(
         f"note: latexmk not found, so paper/{SUITE}/main.pdf is skipped (everything else is "

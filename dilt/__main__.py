@@ -1,3 +1,10 @@
-from dilt.cli import main
+import sys
 
-raise SystemExit(main())
+from dilt.forkserver import run_via_server
+
+code = run_via_server(sys.argv[1:])  # a warm fork of the run's server, when there is one
+if code is None:
+    from dilt.cli import main
+
+    code = main()
+raise SystemExit(code)

@@ -84,7 +84,7 @@ class Recipe:
     ema_select: bool = False          # select / return the EMA weights (timm) instead of the raw (DeiT)
     grad_clip: float = 0.0            # max global grad norm; 0 = off
     amp: str = "auto"                 # auto (bf16 on CUDA, off on CPU) | bf16 | off
-    channels_last: str = "auto"       # auto (on for CNNs on CUDA) | on | off
+    channels_last: str = "auto"       # auto (on for CNNs: faster with oneDNN and cuDNN) | on | off
     compile: bool = False             # torch.compile the forward
     sync_bn: bool = False             # SyncBatchNorm under DDP on CUDA
     eval_batch_size: int = 512
@@ -155,13 +155,18 @@ class Recipe:
 
 
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over ``params`` (SGD with momentum / Nesterov, or AdamW)."""
+    """The recipe's optimizer over ``params`` (SGD with momentum / Nesterov, or AdamW), with
+    PyTorch's fused kernels where every parameter allows them (floating point, on a CPU or CUDA
+    device): 8-17% faster per training on the smoke models (bench/RESULTS.md)."""
+    params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                                 for p in params)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas,
-                                 weight_decay=recipe.weight_decay)
+                                 weight_decay=recipe.weight_decay, fused=fused)
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                            nesterov=recipe.nesterov and recipe.momentum > 0,
-                           weight_decay=recipe.weight_decay)
+                           weight_decay=recipe.weight_decay, fused=fused)
 
 
 class Sparsifier:
@@ -321,8 +326,7 @@ def build(model: nn.Module, recipe: Recipe, *, num_classes: int | None = None) -
     world, rank = platform.world_size(), platform.rank()
     if recipe.sync_bn and world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    cl = recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda"
-                                          and is_cnn(model))
+    cl = recipe.channels_last == "on" or (recipe.channels_last == "auto" and is_cnn(model))
     model.to(device)
     if cl:
         model.to(memory_format=torch.channels_last)

@@ -113,7 +113,10 @@ def test_autocast_off_on_cpu_by_default_bf16_when_asked(digits):
 
 def test_channels_last_on_weights_and_inputs(digits):
     net = build_model("cnn", 10, digits.input_shape)
-    assert not build(net, Recipe()).channels_last  # auto: off on CPU
+    assert build(net, Recipe()).channels_last  # auto: on for a CNN
+    assert not build(net, Recipe(channels_last="off")).channels_last
+    assert not build(build_model("vit_tiny", 10, digits.input_shape), Recipe()).channels_last
+    net = build_model("cnn", 10, digits.input_shape)
     seen = []
     first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
     first.register_forward_pre_hook(lambda m, a: seen.append(
@@ -206,3 +209,14 @@ def test_persistent_loader_replays_batches_for_seed_and_epoch(tmp_path):
                    check=True, cwd=ROOT, timeout=120)
     assert _same(a, torch.load(out))  # a fresh process (a resumed run) replays the epoch
     loader.close()
+
+
+def test_optimizers_use_fused_kernels_where_parameters_allow(digits):
+    net = build_model("mlp", 10, digits.input_shape)
+    for name in ("sgd", "adamw"):
+        assert build(net, Recipe(optimizer=name)).optimizer.defaults["fused"]
+    # a non-floating parameter (impossible to fuse) falls back to the plain kernels
+    from dilt.train import make_optimizer
+
+    odd = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))]
+    assert not make_optimizer(odd, Recipe()).defaults["fused"]
