@@ -206,7 +206,7 @@ def serve(path: str, parent_pid: int, poll: float = 0.02) -> None:
                     for fd in fds:
                         os.close(fd)
                     running[pid], by_conn[conn] = conn, pid
-                    started[pid] = (time.time(), request["argv"][:1])
+                    started[pid] = (time.time(), request["argv"])
                     sel.register(conn, selectors.EVENT_READ)
                 else:  # a client's connection became readable: it closed, so kill its job
                     pid = by_conn.get(key.fileobj)

@@ -275,3 +275,22 @@ def test_bad_option_is_one_line_naming_the_key(cap_job, key, value):
     cap_job.suite.spec["method_options"]["cap"][key] = value
     with pytest.raises(ValueError, match=rf"method_options\.cap\.{key}"):
         get_method("cap").find(cap_job)
+
+
+def test_rank_deficient_fisher_of_large_gradients_inverts_in_float64():
+    """Fewer gradients than a block's weights, of a trained model's size: accumulated in float32
+    the block has eigenvalues below -damp and Cholesky fails; CAP on a CPU accumulates in
+    float64 (dilt.methods.cap), where the paper's damp suffices."""
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 4, bias=False)
+    with torch.no_grad():
+        lin.weight.mul_(300.0)
+    x, y = torch.randn(6, 64) * 30, torch.randint(0, 4, (6,))
+    batches = [(x[i:i + 1], y[i:i + 1]) for i in range(6)]
+    alive = torch.ones(8, 32, dtype=torch.bool)
+    f32 = empirical_fisher(lin, ["weight"], batches, 32, dtype=torch.float32)["weight"]
+    f64 = empirical_fisher(lin, ["weight"], batches, 32, dtype=torch.float64)["weight"]
+    with pytest.raises(ValueError, match="damp"):
+        fisher_inverse(f32, alive, 1e-8)
+    inv = fisher_inverse(f64, alive, 1e-8)
+    assert torch.isfinite(inv).all()

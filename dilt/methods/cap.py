@@ -74,7 +74,8 @@ def find(job) -> None:
         for i, s in enumerate(plan):
             grads = gradient_batches(train_split, opts["num_grads"], opts["grad_batch"],
                                      _seed(job.seed, t, i))
-            fisher = empirical_fisher(model, job.prunable, grads, opts["fisher_block"], mask)
+            fisher = empirical_fisher(model, job.prunable, grads, opts["fisher_block"], mask,
+                                      dtype=_fisher_dtype(device))
             mask, estimate = cap_prune(model, mask, fisher, s, opts["damp"])
             del fisher
             losses.append(sum(estimate.values()))
@@ -85,6 +86,13 @@ def find(job) -> None:
         job.write_record(key, job.evaluate(model), target=t, actual_sparsity=mask.sparsity,
                          epochs=epochs, extra={"schedule": plan})
     job.finish(options={k: opts[k] for k in sorted(opts)})
+
+
+def _fisher_dtype(device) -> torch.dtype:
+    """float64 on a CPU: a block of fewer gradients than weights is rank-deficient, and float32
+    rounding leaves it eigenvalues below -damp (Cholesky fails); on a GPU float32, as CAP's
+    code, since the blocks of a DeiT-S take 16 GB in float32."""
+    return torch.float64 if device.type == "cpu" else torch.float32
 
 
 def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:
