@@ -217,7 +217,7 @@ def serve(path: str, parent_pid: int, poll: float = 0.02) -> None:
                             pass
                     sel.unregister(key.fileobj)
             while running:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
                 if pid == 0:
                     break
                 conn = running.pop(pid, None)
@@ -229,7 +229,9 @@ def serve(path: str, parent_pid: int, poll: float = 0.02) -> None:
                 code = os.waitstatus_to_exitcode(status)
                 t0, what = started.pop(pid, (time.time(), []))
                 print(json.dumps({"pid": pid, "job": what, "returncode": code,
-                                  "seconds": round(time.time() - t0, 3)}), flush=True)
+                                  "seconds": round(time.time() - t0, 3),
+                                  "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3)}),
+                      flush=True)
                 try:
                     _send(conn, {"returncode": code})
                 except OSError:

@@ -90,6 +90,7 @@ class Recipe:
     eval_batch_size: int = 512
     num_workers: int = 0
     device: str = "auto"
+    checkpoint_interval: float = 0.0  # seconds between epoch checkpoints (0: after every epoch)
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:
@@ -114,7 +115,7 @@ class Recipe:
                 raise RecipeError(f"recipe.{key}: {getattr(self, key)!r} is not one of {', '.join(allowed)}")
         for key in ("lr", "momentum", "weight_decay", "label_smoothing", "grad_clip", "min_lr",
                     "gamma", "mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob",
-                    "ema_decay"):
+                    "ema_decay", "checkpoint_interval"):
             v = getattr(self, key)
             if not math.isfinite(v) or v < 0:
                 raise RecipeError(f"recipe.{key}: {v!r} is not a finite non-negative number")
@@ -469,6 +470,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
 
     main = platform.is_main()
     bar = _progress(recipe.epochs, start, desc) if main else None
+    last_save = time.monotonic()
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
         _seed_everything(epoch_seed(seed, epoch) + RANK_SEED_STRIDE * c.rank)
@@ -536,7 +538,10 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
             if log_path:
                 with open(log_path, "a") as f:
                     f.write(json.dumps({"run": desc, **row}) + "\n")
-            if ckpt is not None:
+            if ckpt is not None and (recipe.checkpoint_interval == 0 or (
+                    time.monotonic() - last_save >= recipe.checkpoint_interval
+                    and epoch < recipe.epochs - 1)):  # (the last epoch's would go unused)
+                last_save = time.monotonic()
                 save_checked(ckpt, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                     "sparsifier": sparsifier.state_dict(), "meta": meta,
                                     "ema": None if c.ema is None else c.ema.module.state_dict(),

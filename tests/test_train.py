@@ -55,6 +55,30 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
         assert torch.equal(a, b), n
 
 
+def test_checkpoint_interval_spaces_checkpoints_and_changes_no_result(tmp_path):
+    """``checkpoint_interval`` seconds apart (a short training writes none after epoch 0's
+    clock start), every epoch at 0; the trained weights are the same either way."""
+    import dataclasses
+
+    data, net, mask = _setup()
+    twin = build_model("cnn", 10, data.input_shape)
+    twin.load_state_dict(net.state_dict())
+    seen = {}
+
+    def watch(path, key):
+        return lambda epoch, model: seen.setdefault(key, []).append(path.exists())
+    every, spaced = tmp_path / "every.pt", tmp_path / "spaced.pt"
+    train(net, Split(data.train), Split(data.val), RECIPE, mask=mask, seed=3, checkpoint=every,
+          on_epoch_end=watch(every, "every"))
+    slow = dataclasses.replace(RECIPE, checkpoint_interval=3600.0)
+    train(twin, Split(data.train), Split(data.val), slow, mask=mask, seed=3, checkpoint=spaced,
+          on_epoch_end=watch(spaced, "spaced"))
+    assert seen["every"] == [False] + [True] * (RECIPE.epochs - 1)  # written after each epoch
+    assert seen["spaced"] == [False] * RECIPE.epochs and not spaced.exists()
+    for (n, a), b in zip(net.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), n
+
+
 def test_killed_imp_job_resumes_to_identical_masks(tiny_suite, tmp_path, monkeypatch):
     theta0 = tmp_path / "theta0.safetensors"
     jobs.init(tiny_suite, "mlp", "digits", 0, str(theta0))
