@@ -119,7 +119,7 @@ def test_cli_configfile_is_merged_onto_config_and_repeatable(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     assert "seeds [8, 9]" in out and "models ['mlp', 'cnn'" in out   # b wins; the base keeps the rest
-    assert "recipe mlp/digits: epochs=5," in out and "recipe cnn/digits: epochs=10," in out
+    assert "recipe mlp/digits: epochs=5," in out and "recipe cnn/digits: epochs=8, batch_size=64," in out
 
 
 # --- new keys, registries and semantic checks ---------------------------------------------------
