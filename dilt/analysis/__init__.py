@@ -17,7 +17,7 @@ import torch
 from dilt.masks import Mask
 
 DEFAULTS = {"reduce": "gap", "proj_dim": 256, "normalise": "mean", "k": "auto", "k_max": 10,
-            "k_nn": 5, "n_jobs": 2, "permutations": 10000, "seed": 0, "solver": "exact",
+            "k_nn": 5, "n_jobs": 1, "permutations": 10000, "seed": 0, "solver": "exact",
             "batch_size": 256, "label": ""}
 
 RESULT_KEYS = ("layer_names", "n_probe", "settings", "joint_matrix", "G", "start_won",
