@@ -68,13 +68,11 @@ FORKSERVER = {"path": None}
 
 
 onstart:
-    if workflow.local_exec and os.environ.get("DILT_FORKSERVER") != "0":
-        from dilt import forkserver
+    from dilt import forkserver
 
-        FORKSERVER["path"] = forkserver.start(
-            workflow.basedir, f"{LOGS}/forkserver.log"
-        )
-        os.environ["DILT_FORKSERVER"] = FORKSERVER["path"] or ""
+    FORKSERVER["path"] = forkserver.start_for_run(
+        workflow.basedir, f"{LOGS}/forkserver.log", workflow.local_exec
+    )
 
 
 onsuccess:

@@ -295,6 +295,16 @@ def start(workdir: str | os.PathLike, log: str | os.PathLike, timeout: float = 6
     return None
 
 
+def start_for_run(workdir: str | os.PathLike, log: str | os.PathLike, local: bool) -> str | None:
+    """The Snakefile's start: a server for a local run unless ``DILT_FORKSERVER=0``; exports its
+    socket to the jobs (``DILT_FORKSERVER``, empty when there is none)."""
+    if not local or os.environ.get(ENV) == "0":
+        return None
+    path = start(workdir, log)
+    os.environ[ENV] = path or ""
+    return path
+
+
 def stop(path: str | None) -> None:
     """Ask the server at ``path`` (if any) to exit; it kills jobs still running."""
     if not path or not os.path.exists(path):
