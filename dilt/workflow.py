@@ -152,10 +152,12 @@ def transfer_targets(spec: dict) -> list[str]:
 def transfer_sources(spec: dict, tag: str) -> list[str]:
     """Sources transferred from a tag: dense and LTH from the full data; COLT and the DiLT
     tickets from each partition scheme (only iterative methods: the proposal's experiment 4)."""
-    methods = spec["methods"]
+    from dilt.methods import get_method, iterative_methods
+
+    chosen = [get_method(m) for m in iterative_methods() if m in spec["methods"]]
     if tag == FULL:
-        return ["dense"] + (["lth"] if "lth" in methods else [])
-    return (["colt"] if "colt" in methods else []) + (["tickets"] if "dilt" in methods else [])
+        return ["dense"] + [m.name for m in chosen if not m.on_partitions]
+    return [("tickets" if m.per_partition else m.name) for m in chosen if m.on_partitions]
 
 
 def gpus(spec: dict, model: str, dataset: str, default: int) -> int:

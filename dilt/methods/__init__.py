@@ -86,6 +86,13 @@ def methods() -> list[Method]:
     return [_REGISTRY[n] for n in method_names()]
 
 
+def iterative_methods() -> list[str]:
+    """The IMP methods: full-data ones first, then those on partitions (one run, then one run
+    per partition), e.g. lth, colt, dilt."""
+    its = [m for m in methods() if m.kind == "iterative"]
+    return [m.name for m in sorted(its, key=lambda m: (m.on_partitions, m.per_partition, m.name))]
+
+
 def _import_methods() -> None:
     """Import every module of this package once (each registers its method)."""
     import dilt.methods as pkg

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 
 from dilt.io import write_text
+from dilt.methods import iterative_methods
 from dilt.report.aggregate import collect_imp, read_results
 from dilt.report.latex import booktabs_table, empty_table, escape, mean_std
 from dilt.report.verdicts import TOLERANCE, flag
 
-FIRST = ("dense", "lth", "colt", "dilt")  # the study's own rows first; then the baselines
+FIRST = ("dense", *iterative_methods())  # the study's own rows first; then the baselines
 
 
 def display_name(method: str) -> str:
@@ -43,7 +44,7 @@ FLAG_NOTE = ("$^\\dagger$: flagged in at least one seed (column Flags: b bottlen
              "partition run; the number is the count of flagged seeds). Flagged rows are shown "
              "but never count as support for a claim.")
 MODE_ABBR = {"source-matched": "SM", "density-matched": "DM", "-": "-"}
-IMP_METHODS = ("lth", "colt", "dilt")
+IMP_METHODS = tuple(iterative_methods())  # from the registry: lth, colt, dilt
 
 PM = r"$\pm$ is the sample standard deviation (ddof=1) over seeds"
 MODE_NOTE = ("SM: source-matched (partition masks at the target sparsity); DM: density-matched "
