@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true", help="also check every seed's value bit for bit")
     p.add_argument("--partial", action="store_true",
                    help="a rerun of a slice: expected rows it lacks are not reported")
+    p.add_argument("--check-flagged", action="store_true",
+                   help="hold flagged keys (bottleneck, collapsed, failed source) and keys whose mask came "
+                        "from another IMP round to the tolerance too")
 
     p = sub.add_parser("report", help="results.csv, tables, figures or the paper")
     _common(p)
@@ -159,7 +162,8 @@ def _compare_main(args) -> int:
             tab = compare.write_expected(args.results, args.out, **kw)
             print(f"wrote {args.out}: {len(tab)} keys, {int(tab['n'].sum())} rows")
             return 0
-        return compare.run_compare(args.results, args.expected, exact=args.exact, partial=args.partial)
+        return compare.run_compare(args.results, args.expected, exact=args.exact, partial=args.partial,
+                                   check_flagged=args.check_flagged)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"dilt {args.stage}: error: {e}", file=sys.stderr)
         return 2

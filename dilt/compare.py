@@ -3,7 +3,9 @@
 ``python -m dilt expected results/smoke/results.csv --out expected/smoke.csv`` stores, per
 evaluation key (the columns of :data:`dilt.report.aggregate.KEY` without ``seed``), the mean over
 seeds, a tolerance derived from the spread between seeds, and every seed's value with Python's
-round-trip ``repr`` (so a same-machine rerun can be checked bit for bit).
+round-trip ``repr`` (so a same-machine rerun can be checked bit for bit), each seed's IMP round,
+and the seeds whose row carries a flag (``flags`` of results.csv: bottleneck, collapsed,
+failed_source).
 
 ``python -m dilt compare results/smoke/results.csv [--expected expected/smoke.csv] [--exact]``
 prints one line per problem and exits 1 if there is any:
@@ -14,6 +16,16 @@ prints one line per problem and exits 1 if there is any:
 * ``MISSING``: an expected (key, seed) row the rerun lacks (``--partial``: not reported, for a
   rerun of a slice);
 * ``EXTRA``: a (key, seed) row of the rerun the expected file does not have.
+
+Flagged keys: a key with a flagged row in the expected run or in the rerun is not held to the
+tolerance (``--check-flagged`` holds it). Such a number hangs on the handful of weights a
+near-empty layer keeps, so a rerun on another CPU, whose last-bit rounding steers IMP to other
+masks, can land far away (measured: 9 of the smoke suite's 306 flagged keys left their tolerance
+on another machine, and none of its 505 unflagged keys did); the verdicts never count flagged
+rows as support either. Likewise a key whose rerun took a seed's mask from another IMP round
+than the expected run did (a density-matched ticket picks the round whose density is nearest its
+target, and two rounds can be nearly as near) measures another mask density: it is not held
+either. ``--exact`` still checks both kinds bit for bit, and the summary counts them.
 
 The tolerance rule (written into the file's header, with its constants): a rerun on another
 machine or library build follows other floating-point trajectories, so its seeds are fresh draws
@@ -43,13 +55,15 @@ GROUP = [k for k in KEY if k != "seed"]
 Z = 4.0
 FLOOR = 0.005
 POOL = ["model", "dataset", "source_dataset", "metric"]
-EXPECTED_COLUMNS = GROUP + ["n", "mean", "std", "sigma", "tol", "per_seed"]
+EXPECTED_COLUMNS = GROUP + ["n", "mean", "std", "sigma", "tol", "per_seed", "flagged", "rounds"]
+OPTIONAL_COLUMNS = ("flagged", "rounds")  # files written before they existed lack them
 DEFAULT_EXPECTED = "expected/{suite}.csv"
 
 
 def read_results_exact(path: str | Path) -> pd.DataFrame:
-    """The key columns, ``seed`` and ``value`` of a results.csv, floats parsed round-trip exact
-    (pandas' default parser may differ from ``float()`` in the last bit)."""
+    """The key columns, ``seed``, ``value`` and ``flagged`` (the row has a flag) of a
+    results.csv, floats parsed round-trip exact (pandas' default parser may differ from
+    ``float()`` in the last bit)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such results file")
@@ -57,7 +71,10 @@ def read_results_exact(path: str | Path) -> pd.DataFrame:
     missing = [c for c in KEY + ["value"] if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a results.csv (missing column(s) {missing})")
-    return _normalise(df[KEY + ["value"]].copy(), path)
+    out = df[KEY + ["value"]].copy()
+    out["flagged"] = df["flags"].str.strip().ne("") if "flags" in df.columns else False
+    out["round"] = df["round"].str.strip() if "round" in df.columns else ""
+    return _normalise(out, path)
 
 
 def _float(s: str) -> float:
@@ -105,6 +122,10 @@ def _per_seed(seeds, values) -> str:
     return ";".join(f"{s}:{v!r}" for s, v in sorted(zip(seeds, values)))
 
 
+def _seeds(text: str) -> set[int]:
+    return {int(s) for s in str(text).split(";") if s.strip()}
+
+
 def _parse_per_seed(text: str) -> dict[int, float]:
     out = {}
     for item in str(text).split(";"):
@@ -115,15 +136,20 @@ def _parse_per_seed(text: str) -> dict[int, float]:
 
 def expected_table(results: pd.DataFrame, z: float = Z, floor: float = FLOOR) -> pd.DataFrame:
     """One row per key of ``results`` (as :func:`read_results_exact` returns it): the number of
-    seeds, mean, std, the sigma the tolerance uses, the tolerance, and the per-seed values."""
+    seeds, mean, std, the sigma the tolerance uses, the tolerance, the per-seed values and the
+    flagged seeds."""
     rows = []
     for key, g in results.groupby(GROUP, sort=True, dropna=False):
         vals = g["value"].astype(float)
         n = len(g)
         std = float(vals.std(ddof=1)) if n > 1 else math.nan
+        flagged = sorted(int(s) for s, f in zip(g["seed"], g.get("flagged", [False] * n)) if f)
+        rounds = ";".join(f"{s}:{r}" for s, r in sorted(zip(g["seed"], g.get("round", [""] * n)))
+                          if str(r) != "")
         rows.append(dict(zip(GROUP, key), n=n, mean=float(vals.mean()), std=std,
-                         per_seed=_per_seed(g["seed"], vals)))
-    tab = pd.DataFrame(rows, columns=GROUP + ["n", "mean", "std", "per_seed"])
+                         per_seed=_per_seed(g["seed"], vals), flagged=";".join(map(str, flagged)),
+                         rounds=rounds))
+    tab = pd.DataFrame(rows, columns=GROUP + ["n", "mean", "std", "per_seed", "flagged", "rounds"])
     if tab.empty:
         return pd.DataFrame(columns=EXPECTED_COLUMNS)
     pooled = tab.groupby(POOL, dropna=False)["std"].transform("median")  # NaN stds skipped
@@ -162,6 +188,12 @@ def write_expected(results_csv: str | Path, out: str | Path, z: float = Z,
         "  the difference of two means over n seeds has std sigma*sqrt(2/n). `compare` fails a key",
         "  whose rerun mean is farther than tol from the mean of the same seeds here (tol is",
         "  recomputed from sigma when fewer seeds are compared).",
+        "flagged: seeds whose row has a flag (bottleneck, collapsed, failed_source). A key flagged",
+        "  here or in the rerun is not held to tol (it hangs on a few weights of a near-empty",
+        "  layer); `compare --check-flagged` holds it, `--exact` checks its bits.",
+        "rounds: seed:IMP round of each seed's mask. A key whose rerun took a seed's mask from",
+        "  another round (a density-matched ticket's nearest round can flip) is not held to tol",
+        "  either (`--check-flagged` holds it).",
         f"z = {z!r}",
         f"floor = {floor!r}",
     ]
@@ -199,7 +231,7 @@ def read_expected(path: str | Path) -> Expected:
         else:
             body.append(line)
     tab = pd.read_csv(io.StringIO("".join(body)), dtype=str, keep_default_na=False)
-    missing = [c for c in EXPECTED_COLUMNS if c not in tab.columns]
+    missing = [c for c in EXPECTED_COLUMNS if c not in tab.columns and c not in OPTIONAL_COLUMNS]
     if missing:
         raise ValueError(f"{path}: not an expected-results file (missing column(s) {missing})")
     tab["target_sparsity"] = [repr(float(x)) for x in tab["target_sparsity"]]
@@ -207,6 +239,9 @@ def read_expected(path: str | Path) -> Expected:
     tab["sigma"] = [_float(x) for x in tab["sigma"]]
     tab["tol"] = [_float(x) for x in tab["tol"]]
     tab["per_seed"] = [_parse_per_seed(x) for x in tab["per_seed"]]
+    tab["flagged"] = [_seeds(x) for x in tab.get("flagged", [""] * len(tab))]
+    tab["rounds"] = [{int(a): b for a, _, b in (i.partition(":") for i in str(x).split(";") if i)}
+                     for x in tab.get("rounds", [""] * len(tab))]
     return Expected(tab, params.get("z", Z), params.get("floor", FLOOR))
 
 
@@ -219,13 +254,19 @@ def _fmt(x: float) -> str:
 
 
 def compare(expected: Expected, got: pd.DataFrame, *, exact: bool = False,
-            partial: bool = False) -> list[str]:
+            partial: bool = False, check_flagged: bool = False,
+            not_held: list[str] | None = None) -> list[str]:
     """Every problem of the rerun ``got`` (as :func:`read_results_exact` returns it) against
-    ``expected``, one line each, in key order; empty when the rerun passes."""
+    ``expected``, one line each, in key order; empty when the rerun passes. The labels of keys
+    flagged on either side, not held to the tolerance (unless ``check_flagged``), are appended
+    to ``not_held``."""
     problems = []
-    have = {}
+    have, flagged, rounds = {}, {}, {}
     for key, g in got.groupby(GROUP, sort=True, dropna=False):
-        have[tuple(key)] = dict(zip(g["seed"].astype(int), g["value"].astype(float)))
+        seeds = g["seed"].astype(int)
+        have[tuple(key)] = dict(zip(seeds, g["value"].astype(float)))
+        flagged[tuple(key)] = {s for s, f in zip(seeds, g.get("flagged", [False] * len(g))) if f}
+        rounds[tuple(key)] = {s: str(r) for s, r in zip(seeds, g.get("round", [""] * len(g))) if str(r)}
     seen = set()
     for _, row in expected.table.iterrows():
         key = tuple(row[GROUP])
@@ -246,10 +287,15 @@ def compare(expected: Expected, got: pd.DataFrame, *, exact: bool = False,
         e_mean, g_mean = sum(e) / len(e), sum(g) / len(g)
         # the stored tolerance for all seeds; recomputed from sigma for a slice of them
         tol = row["tol"] if len(common) == row["n"] else expected.tol(row["sigma"], len(common))
+        mine_r = rounds.get(key, {})
+        moved = any(s in row["rounds"] and s in mine_r and row["rounds"][s] != mine_r[s] for s in common)
+        held = check_flagged or not (moved or (row["flagged"] | flagged.get(key, set())) & set(common))
+        if not held and not_held is not None:
+            not_held.append(label)
         if math.isnan(e_mean) or math.isnan(g_mean):
             bad = not (math.isnan(e_mean) and math.isnan(g_mean))
         else:
-            bad = abs(g_mean - e_mean) > tol
+            bad = held and abs(g_mean - e_mean) > tol
         if bad:
             seeds = "" if len(common) == len(want) else f" (seeds {','.join(map(str, common))})"
             problems.append(f"OUT {label}{seeds}: expected {_fmt(e_mean)}, got {_fmt(g_mean)}, "
@@ -266,7 +312,8 @@ def compare(expected: Expected, got: pd.DataFrame, *, exact: bool = False,
 
 
 def run_compare(results_csv: str | Path, expected_csv: str | Path | None = None, *,
-                exact: bool = False, partial: bool = False, out=None) -> int:
+                exact: bool = False, partial: bool = False, check_flagged: bool = False,
+                out=None) -> int:
     """The ``compare`` command: print the problems and a summary; 0 when none, else 1."""
     import sys
 
@@ -276,9 +323,15 @@ def run_compare(results_csv: str | Path, expected_csv: str | Path | None = None,
         expected_csv = DEFAULT_EXPECTED.format(suite=suite)
     exp = read_expected(expected_csv)
     got = read_results_exact(results_csv)
-    problems = compare(exp, got, exact=exact, partial=partial)
+    not_held: list[str] = []
+    problems = compare(exp, got, exact=exact, partial=partial, check_flagged=check_flagged,
+                       not_held=not_held)
     for p in problems:
         print(p, file=out)
+    if not_held and not exact:
+        print(f"compare: {len(not_held)} key(s) not held to their tolerance (a flagged row in the "
+              f"expected run or the rerun, or a mask from another IMP round; --check-flagged "
+              f"holds them)", file=out)
     kinds = {k: sum(p.startswith(k + " ") for p in problems) for k in ("OUT", "EXACT", "MISSING", "EXTRA")}
     what = "bit for bit" if exact else "within tolerance"
     if problems:

@@ -140,8 +140,9 @@ def own_protocol(method: str) -> bool:
 # kept for callers of the IMP stage by name
 def imp(suite: Suite, model: str, dataset: str, seed: int, method: str, tag: str, part: int | None,
         theta0: str, out_dir: str, log: str | None = None) -> dict:
-    return find(suite, method, model, dataset, seed, tag if method != "lth" else FULL, part,
-                theta0, out_dir, log=log)
+    on_parts = get_method(method).on_partitions
+    return find(suite, method, model, dataset, seed, tag if on_parts else FULL, part, theta0,
+                out_dir, log=log)
 
 
 # -- tickets --------------------------------------------------------------------------------

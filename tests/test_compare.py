@@ -143,6 +143,68 @@ def test_one_number_pushed_out_fails_naming_it(base, tmp_path, capsys):
     assert rc == 1 and p in out and "compare: FAIL: 1 problem(s) (1 out)" in out
 
 
+def _far_off(rows: list[dict], **where) -> tuple[list[dict], dict]:
+    """``rows`` with one key's seed 1 moved 0.3 (far beyond any tolerance here); that row."""
+    victim = next(r for r in rows if all(r[k] == v for k, v in where.items()) and r["seed"] == 1)
+    return [dict(r, value=r["value"] - 0.3) if r is victim else r for r in rows], victim
+
+
+@pytest.mark.parametrize("side", ["expected", "rerun"])
+def test_a_flagged_key_is_not_held_to_the_tolerance_but_still_checked_exactly(tmp_path, side, capsys):
+    """A key with a flagged row (here a bottleneck layer) in the expected run or in the rerun
+    may land anywhere on another machine: reported as not held, never a failure, unless
+    --check-flagged; --exact still checks its bits."""
+    rows = synthetic_rows()
+    where = dict(model="cnn", ticket="core", split="part1", target_sparsity=0.95)
+    flag = lambda rs: [dict(r, flags="bottleneck", bottleneck_layers=1)  # noqa: E731
+                       if all(r[k] == v for k, v in where.items()) and r["seed"] == 2 else r for r in rs]
+    res = write_results(tmp_path / "results" / "toy" / "results.csv", flag(rows) if side == "expected" else rows)
+    exp = tmp_path / "expected.csv"
+    C.write_expected(res, exp)
+    e = C.read_expected(exp)
+    assert [sorted(f) for f in e.table["flagged"] if f] == ([[2]] if side == "expected" else [])
+    moved, victim = _far_off(rows, **where)
+    rerun = flag(moved) if side == "rerun" else moved
+    not_held: list[str] = []
+    assert _check(exp, rerun, tmp_path, not_held=not_held) == []
+    assert len(not_held) == 1 and "ticket=core" in not_held[0] and "split=part1" in not_held[0]
+    held = _check(exp, rerun, tmp_path, check_flagged=True)
+    assert len(held) == 1 and held[0].startswith("OUT ") and "split=part1" in held[0]
+    exact = _check(exp, rerun, tmp_path, exact=True)
+    assert any(p.startswith("EXACT ") and "split=part1" in p and "seed=1" in p for p in exact)
+    got = write_results(tmp_path / "rerun2" / "results.csv", rerun)
+    assert cli.main(["compare", str(got), "--expected", str(exp)]) == 0
+    assert "1 key(s) not held to their tolerance" in capsys.readouterr().out
+    assert cli.main(["compare", str(got), "--expected", str(exp), "--check-flagged"]) == 1
+
+
+def test_a_key_whose_mask_came_from_another_round_is_not_held(base, tmp_path):
+    """A density-matched ticket whose rerun picked a neighbouring IMP round measures another
+    density: not a failure (unless --check-flagged); the same round far off is one."""
+    rows, _, exp = base
+    where = dict(model="mlp", ticket="union", split="full", target_sparsity=0.9)
+    moved, victim = _far_off(rows, **where)
+    assert len(_check(exp, moved, tmp_path)) == 1  # same round (0): held, and out
+    other = [dict(r, round=3) if _key(r) == _key(victim) and r["seed"] == 1 else r for r in moved]
+    not_held: list[str] = []
+    assert _check(exp, other, tmp_path, not_held=not_held) == [] and len(not_held) == 1
+    assert len(_check(exp, other, tmp_path, check_flagged=True)) == 1
+    assert C.read_expected(exp).table["rounds"].iloc[0] == {0: "0", 1: "0", 2: "0"}
+
+
+def test_an_expected_file_without_flag_and_round_columns_still_reads(base, tmp_path):
+    """Files written before the flagged / rounds columns existed: no seed flagged, no rounds."""
+    rows, res, exp = base
+    lines = exp.read_text().splitlines()
+    head = [ln for ln in lines if ln.startswith("#")]
+    body = pd.read_csv(exp, comment="#", dtype=str, keep_default_na=False).drop(columns=["flagged", "rounds"])
+    old = tmp_path / "old.csv"
+    old.write_text("\n".join(head) + "\n" + body.to_csv(index=False))
+    e = C.read_expected(old)
+    assert all(f == set() for f in e.table["flagged"]) and all(r == {} for r in e.table["rounds"])
+    assert _check(old, rows, tmp_path, exact=True) == []
+
+
 def test_missing_and_extra_rows_fail(base, tmp_path):
     rows, _, exp = base
     gone = rows[7]
