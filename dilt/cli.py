@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-flagged", action="store_true",
                    help="hold flagged keys (bottleneck, collapsed, failed source) and keys whose mask came "
                         "from another IMP round to the tolerance too")
+    p.add_argument("--show-not-held", action="store_true",
+                   help="list the keys not held to their tolerance (flagged, or another round)")
 
     p = sub.add_parser("report", help="results.csv, tables, figures or the paper")
     _common(p)
@@ -163,7 +165,8 @@ def _compare_main(args) -> int:
             print(f"wrote {args.out}: {len(tab)} keys, {int(tab['n'].sum())} rows")
             return 0
         return compare.run_compare(args.results, args.expected, exact=args.exact, partial=args.partial,
-                                   check_flagged=args.check_flagged)
+                                   check_flagged=args.check_flagged,
+                                   show_not_held=args.show_not_held)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"dilt {args.stage}: error: {e}", file=sys.stderr)
         return 2

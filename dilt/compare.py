@@ -257,9 +257,10 @@ def compare(expected: Expected, got: pd.DataFrame, *, exact: bool = False,
             partial: bool = False, check_flagged: bool = False,
             not_held: list[str] | None = None) -> list[str]:
     """Every problem of the rerun ``got`` (as :func:`read_results_exact` returns it) against
-    ``expected``, one line each, in key order; empty when the rerun passes. The labels of keys
-    flagged on either side, not held to the tolerance (unless ``check_flagged``), are appended
-    to ``not_held``."""
+    ``expected``, one line each, in key order; empty when the rerun passes. Keys not held to the
+    tolerance (unless ``check_flagged``) are appended to ``not_held`` as "label (why)", why being
+    "flagged" (a flagged row on either side) or "another round" (a seed's mask came from another
+    IMP round)."""
     problems = []
     have, flagged, rounds = {}, {}, {}
     for key, g in got.groupby(GROUP, sort=True, dropna=False):
@@ -289,9 +290,10 @@ def compare(expected: Expected, got: pd.DataFrame, *, exact: bool = False,
         tol = row["tol"] if len(common) == row["n"] else expected.tol(row["sigma"], len(common))
         mine_r = rounds.get(key, {})
         moved = any(s in row["rounds"] and s in mine_r and row["rounds"][s] != mine_r[s] for s in common)
-        held = check_flagged or not (moved or (row["flagged"] | flagged.get(key, set())) & set(common))
+        flag = bool((row["flagged"] | flagged.get(key, set())) & set(common))
+        held = check_flagged or not (moved or flag)
         if not held and not_held is not None:
-            not_held.append(label)
+            not_held.append(f"{label} ({'flagged' if flag else 'another round'})")
         if math.isnan(e_mean) or math.isnan(g_mean):
             bad = not (math.isnan(e_mean) and math.isnan(g_mean))
         else:
@@ -313,7 +315,7 @@ def compare(expected: Expected, got: pd.DataFrame, *, exact: bool = False,
 
 def run_compare(results_csv: str | Path, expected_csv: str | Path | None = None, *,
                 exact: bool = False, partial: bool = False, check_flagged: bool = False,
-                out=None) -> int:
+                show_not_held: bool = False, out=None) -> int:
     """The ``compare`` command: print the problems and a summary; 0 when none, else 1."""
     import sys
 
@@ -328,10 +330,14 @@ def run_compare(results_csv: str | Path, expected_csv: str | Path | None = None,
                        not_held=not_held)
     for p in problems:
         print(p, file=out)
+    if show_not_held:
+        for k in not_held:
+            print(f"NOT HELD {k}", file=out)
     if not_held and not exact:
-        print(f"compare: {len(not_held)} key(s) not held to their tolerance (a flagged row in the "
-              f"expected run or the rerun, or a mask from another IMP round; --check-flagged "
-              f"holds them)", file=out)
+        rounds = sum(k.endswith("(another round)") for k in not_held)
+        print(f"compare: {len(not_held)} key(s) not held to their tolerance: "
+              f"{len(not_held) - rounds} with a flagged row in the expected run or the rerun, "
+              f"{rounds} with a mask from another IMP round (--check-flagged holds them)", file=out)
     kinds = {k: sum(p.startswith(k + " ") for p in problems) for k in ("OUT", "EXACT", "MISSING", "EXTRA")}
     what = "bit for bit" if exact else "within tolerance"
     if problems:

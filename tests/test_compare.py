@@ -174,8 +174,12 @@ def test_a_flagged_key_is_not_held_to_the_tolerance_but_still_checked_exactly(tm
     assert any(p.startswith("EXACT ") and "split=part1" in p and "seed=1" in p for p in exact)
     got = write_results(tmp_path / "rerun2" / "results.csv", rerun)
     assert cli.main(["compare", str(got), "--expected", str(exp)]) == 0
-    assert "1 key(s) not held to their tolerance" in capsys.readouterr().out
+    assert "1 key(s) not held to their tolerance: 1 with a flagged row" in capsys.readouterr().out
     assert cli.main(["compare", str(got), "--expected", str(exp), "--check-flagged"]) == 1
+    capsys.readouterr()
+    assert cli.main(["compare", str(got), "--expected", str(exp), "--show-not-held"]) == 0
+    listed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("NOT HELD ")]
+    assert len(listed) == 1 and "split=part1" in listed[0] and listed[0].endswith("(flagged)")
 
 
 def test_a_key_whose_mask_came_from_another_round_is_not_held(base, tmp_path):
@@ -188,6 +192,7 @@ def test_a_key_whose_mask_came_from_another_round_is_not_held(base, tmp_path):
     other = [dict(r, round=3) if _key(r) == _key(victim) and r["seed"] == 1 else r for r in moved]
     not_held: list[str] = []
     assert _check(exp, other, tmp_path, not_held=not_held) == [] and len(not_held) == 1
+    assert not_held[0].endswith("(another round)") and "ticket=union" in not_held[0]
     assert len(_check(exp, other, tmp_path, check_flagged=True)) == 1
     assert C.read_expected(exp).table["rounds"].iloc[0] == {0: "0", 1: "0", 2: "0"}
 
