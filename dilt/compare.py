@@ -122,6 +122,16 @@ def _per_seed(seeds, values) -> str:
     return ";".join(f"{s}:{v!r}" for s, v in sorted(zip(seeds, values)))
 
 
+def _seed_facts(g: pd.DataFrame) -> tuple[dict[int, float], set[int], dict[int, str]]:
+    """Per seed of one key's rows (as :func:`read_results_exact` returns them): value, whether
+    flagged, IMP round (where known)."""
+    seeds = [int(s) for s in g["seed"]]
+    values = dict(zip(seeds, g["value"].astype(float)))
+    flagged = {s for s, f in zip(seeds, g["flagged"]) if f}
+    rounds = {s: str(r) for s, r in zip(seeds, g["round"]) if str(r) != ""}
+    return values, flagged, rounds
+
+
 def _seeds(text: str) -> set[int]:
     return {int(s) for s in str(text).split(";") if s.strip()}
 
@@ -143,12 +153,10 @@ def expected_table(results: pd.DataFrame, z: float = Z, floor: float = FLOOR) ->
         vals = g["value"].astype(float)
         n = len(g)
         std = float(vals.std(ddof=1)) if n > 1 else math.nan
-        flagged = sorted(int(s) for s, f in zip(g["seed"], g.get("flagged", [False] * n)) if f)
-        rounds = ";".join(f"{s}:{r}" for s, r in sorted(zip(g["seed"], g.get("round", [""] * n)))
-                          if str(r) != "")
+        _, flagged, rounds = _seed_facts(g)
         rows.append(dict(zip(GROUP, key), n=n, mean=float(vals.mean()), std=std,
-                         per_seed=_per_seed(g["seed"], vals), flagged=";".join(map(str, flagged)),
-                         rounds=rounds))
+                         per_seed=_per_seed(g["seed"], vals), flagged=";".join(map(str, sorted(flagged))),
+                         rounds=";".join(f"{s}:{r}" for s, r in sorted(rounds.items()))))
     tab = pd.DataFrame(rows, columns=GROUP + ["n", "mean", "std", "per_seed", "flagged", "rounds"])
     if tab.empty:
         return pd.DataFrame(columns=EXPECTED_COLUMNS)
@@ -264,10 +272,7 @@ def compare(expected: Expected, got: pd.DataFrame, *, exact: bool = False,
     problems = []
     have, flagged, rounds = {}, {}, {}
     for key, g in got.groupby(GROUP, sort=True, dropna=False):
-        seeds = g["seed"].astype(int)
-        have[tuple(key)] = dict(zip(seeds, g["value"].astype(float)))
-        flagged[tuple(key)] = {s for s, f in zip(seeds, g.get("flagged", [False] * len(g))) if f}
-        rounds[tuple(key)] = {s: str(r) for s, r in zip(seeds, g.get("round", [""] * len(g))) if str(r)}
+        have[tuple(key)], flagged[tuple(key)], rounds[tuple(key)] = _seed_facts(g)
     seen = set()
     for _, row in expected.table.iterrows():
         key = tuple(row[GROUP])

@@ -16,9 +16,9 @@ def find(job) -> None:
     from dilt.train import resolve_device
 
     opts = job.options
-    per_class = option(opts, "grasp", "samples_per_class")
-    iters = option(opts, "grasp", "num_iters")
-    T = option(opts, "grasp", "T", float, 1e-6)
+    per_class = option(opts, job.method, "samples_per_class")
+    iters = option(opts, job.method, "num_iters")
+    T = option(opts, job.method, "T", float, 1e-6)
     model = job.theta0_model().to(resolve_device(job.recipe.device))
     x, y = job.class_balanced_batch(per_class * iters)
     scores = grasp_scores(model, grasp_batches(x, y, iters), job.prunable, T)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dilt.methods import Method, register_method
+from dilt.methods import Method, get_method, register_method
 from dilt.methods.job import MaskJob
 
 
@@ -33,12 +33,13 @@ def find_imp(job: MaskJob) -> None:
     from dilt.masks import Mask
     from dilt.prune.imp import Part, round_at_sparsity, run_imp
 
-    if job.method == "lth":
+    method = get_method(job.method)
+    if not method.on_partitions:  # LTH: one model on the full data
         tr, va, te = full_splits(job.bundle)
         runs = [Part(job.theta0_model, tr, va, te)]
-    else:
+    else:  # COLT: every partition in one run; DiLT: one run per partition
         parts = partitions(job.suite, job.bundle, job.partition, job.seed)
-        runs = [_partition_part(job, p) for p in (parts if job.method == "colt" else [parts[job.part - 1]])]
+        runs = [_partition_part(job, p) for p in ([parts[job.part - 1]] if method.per_partition else parts)]
     from dilt.models.state import load_state
 
     prune = job.suite["prune"]

@@ -12,8 +12,8 @@ def find(job) -> None:
     from dilt.train import resolve_device
 
     opts = job.options
-    per_class = option(opts, "snip", "per_class")
-    chunk = option(opts, "snip", "chunk")
+    per_class = option(opts, job.method, "per_class")
+    chunk = option(opts, job.method, "chunk")
     model = job.theta0_model().to(resolve_device(job.recipe.device))
     x, y = job.class_balanced_batch(per_class)
     scores = snip_scores(model, x, y, job.prunable, chunk=chunk)
