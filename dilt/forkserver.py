@@ -167,6 +167,12 @@ def serve(path: str, parent_pid: int, poll: float = 0.02) -> None:
             importlib.import_module(name)
         except Exception:  # an optional part missing here: its jobs import it themselves
             pass
+    try:  # warm the config checks' caches (model builds) that every job's validation reads
+        from dilt import config
+
+        config.load()
+    except Exception:  # a bad config: the jobs report it themselves
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is Snakemake's to handle
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
