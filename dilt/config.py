@@ -288,7 +288,7 @@ def _check_model_options(key: str, s: dict) -> None:
                             f"({error})")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build_error(model: str, classes: int, shape: tuple[int, ...], options: str) -> str | None:
     """The first line of the error building ``model`` with ``options`` (JSON) raises, or None.
     Cached: a timm ViT takes ~0.3 s even on the meta device, and every job validates its config
