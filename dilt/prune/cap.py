@@ -112,13 +112,14 @@ def empirical_fisher(model: nn.Module, names: Sequence[str],
 def fisher_inverse(fisher: torch.Tensor, alive: torch.Tensor, damp: float) -> torch.Tensor:
     """Inverse of ``fisher + damp * I`` over the weights still alive, per block (float64):
     removed weights are decoupled (their row and column are the identity's)."""
-    f = fisher.to(torch.float64).clone()
+    f = fisher.to(torch.float64, copy=True)
     dead = ~alive
     f.masked_fill_(dead.unsqueeze(2) | dead.unsqueeze(1), 0.0)
-    eye = torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
-    f.diagonal(dim1=1, dim2=2).add_(damp)
-    f = torch.where(dead.unsqueeze(2) & eye.bool(), eye.expand_as(f), f)
+    diag = f.diagonal(dim1=1, dim2=2)
+    diag.add_(damp)
+    diag.masked_fill_(dead, 1.0)
     chol, info = torch.linalg.cholesky_ex(f)
+    del f
     if bool((info > 0).any()):
         raise ValueError(f"method_options.cap.damp: {damp!r} leaves a Fisher block singular; "
                          "use a larger one")
@@ -127,22 +128,26 @@ def fisher_inverse(fisher: torch.Tensor, alive: torch.Tensor, damp: float) -> to
 
 # -- optimal brain surgeon inside each block --------------------------------------------------
 def obs_eliminate(w: torch.Tensor, finv: torch.Tensor, alive: torch.Tensor,
-                  counts: torch.Tensor | None = None):
+                  counts: torch.Tensor | None = None, *, overwrite: bool = False):
     """Remove weights one at a time from every block (row of ``w``) by OBS.
 
     ``w``: (n, B) weights, ``finv``: (n, B, B) inverse Fisher over the alive weights, ``alive``:
     (n, B) bool. Block b stops after ``counts[b]`` removals (all its alive weights when None).
     Returns the updated weights, the alive flags, and ``loss`` (n, B): ``loss[b, j]`` is the
     block's OBS loss estimate after its first j+1 removals (inf beyond what it removed).
-    Inputs are not modified.
+    Inputs are not modified, except ``finv`` when ``overwrite`` (a caller's scratch inverse:
+    the (n, B, B) updates then run in place, without a copy or a new tensor per step).
     """
-    w, finv, alive = w.clone(), finv.clone(), alive.clone()
+    w, alive = w.clone(), alive.clone()
+    if not overwrite:
+        finv = finv.clone()
     n, size = w.shape
     rows = torch.arange(n, device=w.device)
     limit = alive.sum(1) if counts is None else torch.minimum(counts.to(w.device), alive.sum(1))
     done = torch.zeros(n, dtype=torch.long, device=w.device)
     total = torch.zeros(n, dtype=w.dtype, device=w.device)
     loss = torch.full((n, size), float("inf"), dtype=w.dtype, device=w.device)
+    outer = torch.empty_like(finv)
     for step in range(int(limit.max()) if n else 0):
         active = done < limit
         diag = finv.diagonal(dim1=1, dim2=2).clamp_min(torch.finfo(w.dtype).tiny)
@@ -153,7 +158,8 @@ def obs_eliminate(w: torch.Tensor, finv: torch.Tensor, alive: torch.Tensor,
         col = finv[rows, :, q]                                   # F^-1[:, q]
         scale = active.to(w.dtype) / diag[rows, q]
         w = w - col * (w[rows, q] * scale).unsqueeze(1)
-        finv = finv - col.unsqueeze(2) * (col * scale.unsqueeze(1)).unsqueeze(1)
+        torch.mul(col.unsqueeze(2), (col * scale.unsqueeze(1)).unsqueeze(1), out=outer)
+        finv.sub_(outer)
         a, qa = rows[active], q[active]
         w[a, qa] = 0.0
         alive[a, qa] = False
@@ -202,13 +208,14 @@ def cap_prune(model: nn.Module, mask: Mask, fisher: Mapping[str, torch.Tensor], 
         w = params[name].detach().to(f.device, torch.float64).reshape(-1, b)
         alive = mask[name].to(f.device).reshape(-1, b)
         w = torch.where(alive, w, torch.zeros_like(w))
-        _, _, loss = obs_eliminate(w, fisher_inverse(f, alive, damp), alive)
+        _, _, loss = obs_eliminate(w, fisher_inverse(f, alive, damp), alive, overwrite=True)
         state[name] = (w, alive, loss)
     counts = allocate({n: s[2] for n, s in state.items()}, n_remove - dead)
     out, estimate = {}, {}
     for name, (w, alive, _) in state.items():    # F^-1 again: one layer's at a time in memory
         k = counts[name].to(w.device)
-        new_w, new_alive, loss = obs_eliminate(w, fisher_inverse(fisher[name], alive, damp), alive, k)
+        new_w, new_alive, loss = obs_eliminate(w, fisher_inverse(fisher[name], alive, damp), alive, k,
+                                                overwrite=True)
         p = params[name]
         p.copy_(new_w.reshape(p.shape).to(p.dtype))
         out[name] = new_alive.reshape(p.shape).cpu()
