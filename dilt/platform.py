@@ -121,5 +121,8 @@ def gather_object(value) -> list:
 
 
 def shutdown() -> None:
+    """Leave the process group together: a rank that tears down its connections while another
+    still writes its results (rank 0) can abort that rank inside gloo."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()

@@ -82,3 +82,9 @@ def planned_jobs(*args, cwd=None, timeout=600) -> dict[str, int]:
         if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def pytest_collection_modifyitems(config, items):
+    """The end-to-end (``slow``) tests first: with test files spread over xdist workers, the
+    longest start while the short ones can still fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
