@@ -90,7 +90,7 @@ def test_gloo_ddp_matches_single_process(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-20000:]  # the ranks' own errors come before the agent's summary
     ranks = json.loads((tmp_path / "ranks.json").read_text())
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
     # rank 0 alone wrote: one checkpoint per epoch, one log line per epoch
