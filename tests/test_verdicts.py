@@ -393,3 +393,22 @@ def test_same_mask_in_sm_and_dm_counted_once():
     claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E1-ticket-random")
     v = one(df, claim)
     assert len(v["comparisons"]) == 1 and v["comparisons"][0]["anchor_mode"] == "source-matched"
+
+
+def test_the_methods_the_claims_name_are_registered():
+    """The report names methods only through verdicts' constants, and every default claim's
+    selectors name registered methods (or the dense reference)."""
+    from dilt.methods import method_names
+
+    registered = set(method_names())
+    assert set(V.HYPOTHESIS_METHODS) <= registered
+
+    def named(obj):
+        if isinstance(obj, dict):
+            return ({obj["method"]} if "method" in obj else set()) | set().union(*map(named, obj.values()))
+        if isinstance(obj, list):
+            return set().union(*map(named, obj))
+        return set()
+
+    used = named(V.DEFAULT_CLAIMS)
+    assert used and used <= set(V.HYPOTHESIS_METHODS)

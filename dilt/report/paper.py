@@ -211,7 +211,7 @@ def _sel(df, **kw) -> pd.DataFrame:
 
 
 def union_vs_core(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
-    d = _sel(df, experiment="retrain", split="full", metric="top1", method="dilt", control="ticket")
+    d = _sel(df, experiment="retrain", split="full", metric="top1", method=V.DILT, control="ticket")
     out = []
     for (model, ds, part, mode, t), g in d.groupby(["model", "dataset", "partition", "mode",
                                                      "target_sparsity"]):
@@ -248,7 +248,7 @@ def _per_seed(g: pd.DataFrame, split: str) -> pd.Series:
 
 def specialists(df: pd.DataFrame) -> list[str]:
     """Per group: each specialist's T_1 - T_2 gap, and the difference in differences."""
-    d = _sel(df, experiment="retrain", metric="top1", method="dilt", control="ticket")
+    d = _sel(df, experiment="retrain", metric="top1", method=V.DILT, control="ticket")
     out = []
     for (model, ds, part, mode, t), g in d.groupby(["model", "dataset", "partition", "mode",
                                                      "target_sparsity"]):
@@ -273,10 +273,10 @@ def transfer(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     out = []
     for (model, src, ds, t), g in d.groupby(["model", "source_dataset", "dataset",
                                               "target_sparsity"]):
-        lth = g[g.method == "lth"]
-        for (part, mode), c in g[(g.method == "dilt") & (g.ticket == "core")].groupby(
+        lth = g[g.method == V.LTH]
+        for (part, mode), c in g[(g.method == V.DILT) & (g.ticket == "core")].groupby(
                 ["partition", "mode"]):
-            union = g[(g.method == "dilt") & (g.ticket == "union") & (g.partition == part)
+            union = g[(g.method == V.DILT) & (g.ticket == "union") & (g.partition == part)
                       & (g["mode"] == mode)]
             for name, other in (("union", union), ("LTH", lth)):
                 if other.empty:
@@ -294,8 +294,8 @@ def colt_rounds(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     d = _sel(df, experiment="retrain", split="full", metric="top1", control="ticket")
     out = []
     for (model, ds, t), g in d.groupby(["model", "dataset", "target_sparsity"]):
-        lth = g[g.method == "lth"]
-        for part, c in g[g.method == "colt"].groupby("partition"):
+        lth = g[g.method == V.LTH]
+        for part, c in g[g.method == V.COLT].groupby("partition"):
             if lth.empty:
                 continue
             out.append(f"{_where(model, ds, part, None, t)}: COLT {c['round'].mean():.1f} rounds, "

@@ -18,7 +18,7 @@ from dilt.io import write_text
 from dilt.methods import iterative_methods
 from dilt.report.aggregate import collect_imp, read_results
 from dilt.report.latex import booktabs_table, empty_table, escape, mean_std
-from dilt.report.verdicts import TOLERANCE, flag
+from dilt.report.verdicts import DILT, TOLERANCE, flag
 
 FIRST = ("dense", *iterative_methods())  # the study's own rows first; then the baselines
 
@@ -341,7 +341,7 @@ def _collapse_text(c: pd.DataFrame) -> str:
 
 def exp3_specialists(df: pd.DataFrame, suite: str) -> str:
     """Experiment 3: DiLT core, spec_k, union (+ random controls) on T_full and each T_k."""
-    d = df[(df.experiment == "retrain") & (df.method == "dilt") & (df.metric == "top1")]
+    d = df[(df.experiment == "retrain") & (df.method == DILT) & (df.metric == "top1")]
     parts = sorted(d[d.ticket.str.startswith("spec")].partition.unique())
     d = d[d.partition.isin(parts)]
     if d.empty:

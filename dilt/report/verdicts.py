@@ -925,11 +925,16 @@ def sentence(v: dict) -> str:
 
 # ---------------------------------------------------------------- the proposal's hypotheses
 
+# The registered methods the proposal's hypotheses name (tests/test_verdicts.py checks that
+# each is in dilt.methods' registry); the report spells them only here.
+LTH, COLT, DILT, RIGL, CAP = "lth", "colt", "dilt", "rigl", "cap"
+HYPOTHESIS_METHODS = (LTH, COLT, DILT, RIGL, CAP)
+
 _RT = {"experiment": "retrain", "split": "full", "metric": "top1", "control": "ticket", "protocol": "retrain"}
 _TR = {"experiment": "transfer", "split": "full", "metric": "top1", "control": "ticket"}
 _EXP = {"partition": "experts"}
 _SIB = {"partition": "siblings"}
-_LTH = {"method": "lth", "partition": "full"}
+_LTH = {"method": LTH, "partition": "full"}
 
 
 def _cost(cid, who, sel, quantity):
@@ -946,9 +951,9 @@ def _vs_iid(cid, text, where, a, b, **kw):
                         "d": {**b, **_SIB}}, "expect": "greater", **kw}
 
 
-_COLT = {"method": "colt", **_EXP}
-_CORE = {"method": "dilt", "ticket": "core", **_EXP}
-_UNION = {"method": "dilt", "ticket": "union", **_EXP}
+_COLT = {"method": COLT, **_EXP}
+_CORE = {"method": DILT, "ticket": "core", **_EXP}
+_UNION = {"method": DILT, "ticket": "union", **_EXP}
 
 _DEFAULT = [
     _cost("E1-colt-rounds", "COLT", _COLT, "round"),
@@ -956,23 +961,23 @@ _DEFAULT = [
     _cost("E1-core-rounds", "The DiLT core", _CORE, "round"),
     _cost("E1-core-epochs", "The DiLT core", _CORE, "epochs"),
     {"id": "E1-union-core", "text": "The union ticket is more accurate than the core ticket.",
-     "where": {**_RT, "method": "dilt", **_EXP}, "compare": {"a": {"ticket": "union"},
+     "where": {**_RT, "method": DILT, **_EXP}, "compare": {"a": {"ticket": "union"},
                                                              "b": {"ticket": "core"}},
      "same": ["partition"], "expect": "greater"},
     _vs_iid("E1-union-core-vs-iid", "The union's gain over the core is larger for class-disjoint "
-            "experts than for iid siblings.", {**_RT, "method": "dilt"}, {"ticket": "union"},
+            "experts than for iid siblings.", {**_RT, "method": DILT}, {"ticket": "union"},
             {"ticket": "core"}, same=["partition"]),
     {"id": "E1-union-colt", "text": "The union ticket is more accurate than the COLT mask.",
-     "where": {**_RT, **_EXP}, "compare": {"a": {"method": "dilt", "ticket": "union"},
-                                           "b": {"method": "colt"}},
+     "where": {**_RT, **_EXP}, "compare": {"a": {"method": DILT, "ticket": "union"},
+                                           "b": {"method": COLT}},
      "same": ["partition"], "expect": "greater"},
     {"id": "E1-union-rigl", "text": "The union ticket is competitive with RigL, trained sparse "
      "from scratch by its own protocol (within 1 point).",
-     "where": _RT, "compare": {"a": _UNION, "b": {"method": "rigl", "partition": "full", "protocol": "own"}},
+     "where": _RT, "compare": {"a": _UNION, "b": {"method": RIGL, "partition": "full", "protocol": "own"}},
      "expect": "competitive", "margin": 1.0},
     {"id": "E1-union-cap", "text": "The union ticket is competitive with CAP, pruned from the "
      "dense model and fine-tuned by its own protocol (within 1 point).",
-     "where": _RT, "compare": {"a": _UNION, "b": {"method": "cap", "partition": "full", "protocol": "own"}},
+     "where": _RT, "compare": {"a": _UNION, "b": {"method": CAP, "partition": "full", "protocol": "own"}},
      "expect": "competitive", "margin": 1.0},
     {"id": "E1-ticket-random", "text": "Every ticket is more accurate than a random mask with "
      "its per-layer densities.", "where": {k: v for k, v in _RT.items() if k != "control"},
@@ -980,7 +985,7 @@ _DEFAULT = [
      "same": ["method", "ticket", "partition", "mode", "target_sparsity"], "expect": "greater"},
     {"id": "E3-spec-did", "text": "Specialists are specialised: (spec1 on T1 - spec1 on T2) - "
      "(spec2 on T1 - spec2 on T2) > 0, so the class sets' difficulty cancels.",
-     "where": {"experiment": "retrain", "metric": "top1", "control": "ticket", "method": "dilt",
+     "where": {"experiment": "retrain", "metric": "top1", "control": "ticket", "method": DILT,
                **_EXP},
      "compare": {"a": {"ticket": "spec1", "split": "part1"},
                  "b": {"ticket": "spec1", "split": "part2"},
@@ -989,7 +994,7 @@ _DEFAULT = [
      "same": ["partition", "mode", "target_sparsity"], "expect": "greater"},
     {"id": "E3-spec-did-iid", "text": "Sibling control: on iid halves the same difference in "
      "differences is within 2 points of zero.",
-     "where": {"experiment": "retrain", "metric": "top1", "control": "ticket", "method": "dilt",
+     "where": {"experiment": "retrain", "metric": "top1", "control": "ticket", "method": DILT,
                **_SIB},
      "compare": {"a": {"ticket": "spec1", "split": "part1"},
                  "b": {"ticket": "spec1", "split": "part2"},
@@ -997,17 +1002,17 @@ _DEFAULT = [
                  "d": {"ticket": "spec2", "split": "part2"}},
      "same": ["partition", "mode", "target_sparsity"], "expect": "equivalent", "margin": 2.0},
     {"id": "E4-core-union", "text": "The core mask transfers better than the union mask.",
-     "where": {**_TR, "method": "dilt", **_EXP}, "compare": {"a": {"ticket": "core"},
+     "where": {**_TR, "method": DILT, **_EXP}, "compare": {"a": {"ticket": "core"},
                                                              "b": {"ticket": "union"}},
      "same": ["partition"], "expect": "greater"},
     _vs_iid("E4-core-union-vs-iid", "The core's transfer gain over the union is larger for "
-            "class-disjoint experts than for iid siblings.", {**_TR, "method": "dilt"},
+            "class-disjoint experts than for iid siblings.", {**_TR, "method": DILT},
             {"ticket": "core"}, {"ticket": "union"}, same=["partition"]),
     {"id": "E4-core-lth", "text": "The core mask transfers better than the LTH mask.",
      "where": _TR, "compare": {"a": _CORE, "b": _LTH}, "expect": "greater"},
     {"id": "E4-core-union-sm", "text": "As E4-core-union, at the source-matched target (the "
      "proposal's protocol; the two masks differ in density).",
-     "where": {**_TR, "method": "dilt", "mode": "source-matched", **_EXP},
+     "where": {**_TR, "method": DILT, "mode": "source-matched", **_EXP},
      "compare": {"a": {"ticket": "core"}, "b": {"ticket": "union"}},
      "same": ["partition"], "at": "target", "expect": "greater"},
     {"id": "E4-core-lth-sm", "text": "As E4-core-lth, at the source-matched target (the "
