@@ -18,6 +18,7 @@ from dilt.data.partition import Partition, make_partitions
 from dilt.io import FileCheckError, read_json, write_json
 from dilt.masks import Mask, random_like
 from dilt.methods import get_method
+from dilt.methods.iterative import DILT
 from dilt.methods.job import MANIFEST, MaskJob
 from dilt.models import build_model, head_parameters, prunable_names, weight_layers
 from dilt.models.state import load_state, model_from_theta0, save_state
@@ -155,8 +156,8 @@ def tickets(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
         raise ValueError(f"tickets {tag}: need the {n} partition runs, got {len(run_dirs)}")
     theta = None
     for k, d in enumerate(run_dirs, start=1):
-        want = prov.digest(prov.find_settings(suite, "dilt", model, dataset, seed, tag, k))
-        mf = _source_manifest(d, {"method": "dilt", "model": model, "seed": seed, "partition": tag,
+        want = prov.digest(prov.find_settings(suite, DILT.name, model, dataset, seed, tag, k))
+        mf = _source_manifest(d, {"method": DILT.name, "model": model, "seed": seed, "partition": tag,
                                   "provenance": want})
         if theta is not None and mf["theta0"] != theta:
             raise FileCheckError(f"{d}: trained from another theta_0 than partition 1")
@@ -208,7 +209,7 @@ def manifest_entries(run_dir: str | Path, manifest: dict, seed: int, random_cont
             continue
         if e["file"] not in cache:
             cache[e["file"]] = Mask.load(Path(run_dir) / e["file"], expect={"seed": seed})
-        name = "dilt" if method == "tickets" else method
+        name = DILT.name if method == "tickets" else method
         flags = tuple(e.get("flags", ()))
         out.append(Entry(name, e["ticket"], mode, e["control"], e["target_sparsity"], e["round"],
                          e.get("trainings", 0), e["epochs"], f"{name}_{e['key']}", cache[e["file"]], flags))
@@ -376,7 +377,7 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
         return None
     method = manifest["method"]
     if method == "tickets":
-        files = sorted((source_dir.parent / "dilt").glob("p*/rewind.safetensors"))
+        files = sorted((source_dir.parent / DILT.name).glob("p*/rewind.safetensors"))
     elif get_method(method).kind == "iterative":
         files = sorted(source_dir.glob("rewind*.safetensors"))
     else:
@@ -461,8 +462,8 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
 
     _check_theta0(theta0, model, seed, suite, dataset)
     for k, d in enumerate(run_dirs, start=1):
-        want = prov.digest(prov.find_settings(suite, "dilt", model, dataset, seed, tag, k))
-        _source_manifest(d, {"method": "dilt", "seed": seed, "partition": tag, "provenance": want})
+        want = prov.digest(prov.find_settings(suite, DILT.name, model, dataset, seed, tag, k))
+        _source_manifest(d, {"method": DILT.name, "seed": seed, "partition": tag, "provenance": want})
     cfg = dict(suite.spec.get("analysis", {}))
     bundle = load_data(suite, dataset, seed)
     parts = partitions(suite, bundle, tag, seed)

@@ -101,7 +101,7 @@ def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:
     return steps, options["prune_every"]
 
 
-register_method(Method(
+CAP = register_method(Method(
     name="cap", kind="post-training", display="CAP", find=find, needs=("theta0", "dense"),
     options={**PAPER, "lr": None}, cost=cost,
     cite="Kuznedelev, Kurtic, Frantar, Alistarh. CAP: Correlation-Aware Pruning for "

@@ -61,9 +61,9 @@ def find_imp(job: MaskJob) -> None:
 
 
 _CITE_LTH = "Frankle & Carbin, ICLR 2019; late rewinding: Frankle et al., ICML 2020"
-register_method(Method("lth", "iterative", "LTH", find_imp, cite=_CITE_LTH))
-register_method(Method("dilt", "iterative", "DiLT", find_imp, needs=("theta0", "partitions"),
+LTH = register_method(Method("lth", "iterative", "LTH", find_imp, cite=_CITE_LTH))
+DILT = register_method(Method("dilt", "iterative", "DiLT", find_imp, needs=("theta0", "partitions"),
                        per_partition=True, on_partitions=True, retrain=False,
                        cite="this work: N independent IMP runs on class-disjoint partitions"))
-register_method(Method("colt", "iterative", "COLT", find_imp, needs=("theta0", "partitions"),
+COLT = register_method(Method("colt", "iterative", "COLT", find_imp, needs=("theta0", "partitions"),
                        on_partitions=True, cite="Hossain et al., IEEE TAI 2025"))

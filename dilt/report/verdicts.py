@@ -33,6 +33,9 @@ import pandas as pd
 from scipy import stats
 
 from dilt.io import write_text
+from dilt.methods import cap as _cap
+from dilt.methods import iterative as _imp
+from dilt.methods import rigl as _rigl
 from dilt.report.latex import escape
 
 TOLERANCE = 0.02
@@ -925,9 +928,9 @@ def sentence(v: dict) -> str:
 
 # ---------------------------------------------------------------- the proposal's hypotheses
 
-# The registered methods the proposal's hypotheses name (tests/test_verdicts.py checks that
-# each is in dilt.methods' registry); the report spells them only here.
-LTH, COLT, DILT, RIGL, CAP = "lth", "colt", "dilt", "rigl", "cap"
+# The registered methods the proposal's hypotheses name, by the names their own modules register
+# (the report never spells a method's name).
+LTH, COLT, DILT, RIGL, CAP = (m.name for m in (_imp.LTH, _imp.COLT, _imp.DILT, _rigl.RIGL, _cap.CAP))
 HYPOTHESIS_METHODS = (LTH, COLT, DILT, RIGL, CAP)
 
 _RT = {"experiment": "retrain", "split": "full", "metric": "top1", "control": "ticket", "protocol": "retrain"}
