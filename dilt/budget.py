@@ -204,7 +204,7 @@ def find_trainings(spec: dict, method: str, recipe_epochs: int,
 
 
 def _experiment(source: str, entry: str) -> int:
-    """3 for a specialist ticket (``dilt_spec<k>_...``), else 1."""
+    """3 for a specialist ticket (``<ticket method>_spec<k>_...``), else 1."""
     return 3 if source == "tickets" and entry.split("_")[1].startswith("spec") else 1
 
 
@@ -213,9 +213,11 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
     partition schemes: trainings, epochs, images processed and GPU-hours. ``measured``:
     ``{"<model>@<side>": images/s}``, preferred to the cited throughputs."""
     from dilt import workflow as W
+    from dilt.methods import ticket_method
     from dilt.provenance import FULL
 
     spec = suite.spec
+    tickets_from = ticket_method().name  # the method the tickets' rows are reported under
     seeds = len(spec["seeds"])
     rows: dict[tuple, list] = {}
 
@@ -253,7 +255,7 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
             for tag, source in W.retrain_sources(spec, model):
                 if source == "dense":
                     continue
-                name = "dilt" if source == "tickets" else source
+                name = tickets_from if source == "tickets" else source
                 for entry in W.entries(spec, source, tag):
                     add(_experiment(source, entry), "retrain", model, dataset, name, 1, epochs,
                         train_images(dataset, epochs))
@@ -261,13 +263,13 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
             for a in W.analyses(spec, "_"):
                 if a.startswith(f"_/{model}/{dataset}/seed{spec['seeds'][0]}/"):
                     tag = a.split("/")[-2]
-                    add(2, "analysis", model, dataset, "dilt", len(part_fractions(spec, tag, dataset)),
+                    add(2, "analysis", model, dataset, tickets_from, len(part_fractions(spec, tag, dataset)),
                         0, probe * EVAL_COST)
             for target in W.transfer_targets(spec):
                 t_epochs = suite.recipe(model, target).epochs
                 for tag in [FULL] + W.tags(spec):
                     for source in W.transfer_sources(spec, tag):
-                        name = "dilt" if source == "tickets" else source
+                        name = tickets_from if source == "tickets" else source
                         n = len(W.entries(spec, source, tag, transfer=True))
                         add(4, "transfer", model, target, name, n, t_epochs,
                             train_images(target, t_epochs))

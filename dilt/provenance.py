@@ -79,9 +79,12 @@ def find_settings(suite, method: str, model: str, dataset: str, seed: int, tag: 
 
 
 def tickets_settings(suite, model: str, dataset: str, seed: int, tag: str) -> dict:
+    from dilt.methods import ticket_method
+
     n, _ = suite.partition(tag)
+    source = ticket_method().name
     return {"stage": "tickets", "random_controls": suite.spec["prune"]["random_controls"],
-            "parts": [find_settings(suite, "dilt", model, dataset, seed, tag, k) for k in range(1, n + 1)]}
+            "parts": [find_settings(suite, source, model, dataset, seed, tag, k) for k in range(1, n + 1)]}
 
 
 def source_settings(suite, source: str, model: str, dataset: str, seed: int, tag: str) -> dict:

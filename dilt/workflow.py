@@ -9,7 +9,7 @@ Mask runs live in ``RUN/<tag>/<method>/`` (``tag`` is ``full`` or a partition ta
 
 from __future__ import annotations
 
-from dilt.methods import get_method
+from dilt.methods import get_method, ticket_method
 from dilt.provenance import FULL
 
 
@@ -65,7 +65,7 @@ def entries(spec: dict, source: str, tag: str, *, transfer: bool = False) -> lis
         n = dict(zip(tags(spec), [p["n"] for p in spec["partitions"]]))[tag]
         names = ["core", *[f"spec{k}" for k in range(1, n + 1)], "union"]
         modes = ["source-matched"] if transfer else ["source-matched", "density-matched"]
-        return [f"dilt_{t}_{mode}_s{x:g}" + r for x in targets for mode in modes for t in names
+        return [f"{ticket_method().name}_{t}_{mode}_s{x:g}" + r for x in targets for mode in modes for t in names
                 for r in (["", "_random"] if randoms else [""])]
     m = get_method(source)
     if not m.retrain:
@@ -79,7 +79,7 @@ def source_of(entry: str) -> str:
     if entry == "dense":
         return "dense"
     head = entry.split("_mask_s")[0]
-    return "tickets" if entry.startswith("dilt_") else head
+    return "tickets" if entry.startswith(f"{ticket_method().name}_") else head
 
 
 def records(spec: dict, root: str) -> list[str]:
@@ -138,7 +138,7 @@ def imp_summaries(spec: dict, root: str) -> list[str]:
 
 
 def analyses(spec: dict, root: str) -> list[str]:
-    if not spec.get("analysis", {}).get("enabled", True) or "dilt" not in spec["methods"]:
+    if not spec.get("analysis", {}).get("enabled", True) or ticket_method().name not in spec["methods"]:
         return []
     return [f"{run_dir(root, m, d, s)}/{t}/analysis.json" for m in spec["models"]
             for d in spec["datasets"] for s in spec["seeds"] for t in tags(spec)]

@@ -14,6 +14,8 @@ os.environ["DILT_PYTHON"] = sys.executable
 ENV = os.path.join(workflow.basedir, "environment.yml")
 RUN = f"{R}/{{model}}/{{dataset}}/seed{{seed}}"
 METHODS = "|".join(method_names())
+# the method whose independent partition runs make the tickets (DiLT), named by the registry
+TICKET_METHOD = ticket_method().name
 
 
 envvars:
@@ -113,7 +115,7 @@ def find_settings(wc):
 
 def dilt_runs(wc):
     return [
-        f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}/dilt/p{k}/masks.json"
+        f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}/{TICKET_METHOD}/p{k}/masks.json"
         for k in range(1, NPART[wc.tag] + 1)
     ]
 

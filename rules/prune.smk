@@ -99,9 +99,9 @@ rule dilt_partition:
     input:
         theta0=f"{RUN}/theta0.safetensors",
     output:
-        f"{RUN}/{{tag}}/dilt/p{{k}}/masks.json",
+        f"{RUN}/{{tag}}/{TICKET_METHOD}/p{{k}}/masks.json",
     log:
-        f"{LOGS}/{{model}}/{{dataset}}/seed{{seed}}/{{tag}}/dilt_p{{k}}.jsonl",
+        f"{LOGS}/{{model}}/{{dataset}}/seed{{seed}}/{{tag}}/{TICKET_METHOD}_p{{k}}.jsonl",
     conda:
         ENV
     threads: 1
@@ -112,7 +112,7 @@ rule dilt_partition:
         prov=prov(
             lambda wc: PROV.find_settings(
                 SUITE_OBJ,
-                "dilt",
+                TICKET_METHOD,
                 wc.model,
                 wc.dataset,
                 int(wc.seed),
@@ -121,8 +121,9 @@ rule dilt_partition:
             )
         ),
         out=lambda wc, output: os.path.dirname(output[0]),
+        method=TICKET_METHOD,
     shell:
-        '"$DILT_PYTHON" {params.launch} -m dilt find --config env:DILT_CONFIG --method dilt --partition {wildcards.tag:q} --part {wildcards.k} '
+        '"$DILT_PYTHON" {params.launch} -m dilt find --config env:DILT_CONFIG --method {params.method} --partition {wildcards.tag:q} --part {wildcards.k} '
         "--model {wildcards.model:q} --dataset {wildcards.dataset:q} --seed {wildcards.seed} "
         "--theta0 {input.theta0:q} --out-dir {params.out:q} --provenance {params.prov} "
         "--log {log:q} --threads {threads} 2> {log:q}.err"

@@ -141,6 +141,26 @@ def test_every_registered_method_is_in_the_schema_enum():
     assert set(method_names()) <= set(enum)
 
 
+def test_the_tickets_come_from_the_one_per_partition_method(monkeypatch):
+    """Paths, provenance, entry names and the budget find the tickets' source method through
+    ``ticket_method()`` (DiLT): it is the one method registered per partition, and a second one
+    is refused rather than silently picked."""
+    import dilt.methods as m
+    from dilt import workflow as W
+    from dilt.methods.iterative import DILT
+
+    assert m.ticket_method() is DILT and [x.name for x in m.methods() if x.per_partition] == ["dilt"]
+    spec = config.validate(tiny_config(methods=["lth", "dilt"]))["suites"]["tiny"]
+    names = W.entries(spec, "tickets", W.tags(spec)[0])
+    assert names and all(n.startswith("dilt_") and W.source_of(n) == "tickets" for n in names)
+    assert W.source_of("lth_mask_s0.5") == "lth"
+    twin = m.Method(name="dilt_twin", kind="iterative", display="twin", find=None,
+                    per_partition=True, on_partitions=True)
+    monkeypatch.setitem(m._REGISTRY, "dilt_twin", twin)
+    with pytest.raises(RuntimeError, match=r"exactly one method may run per partition.*dilt_twin"):
+        m.ticket_method()
+
+
 def test_method_in_enum_but_not_registered_is_refused(monkeypatch):
     import dilt.methods as m
 

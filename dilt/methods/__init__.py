@@ -86,6 +86,17 @@ def methods() -> list[Method]:
     return [_REGISTRY[n] for n in method_names()]
 
 
+def ticket_method() -> Method:
+    """The method whose independent partition runs the tickets and the functional analysis are
+    built from: the one registered with ``per_partition`` (DiLT). Code that means "the runs the
+    tickets come from" asks for this instead of spelling the name."""
+    chosen = [m for m in methods() if m.per_partition]
+    if len(chosen) != 1:
+        raise RuntimeError(f"exactly one method may run per partition (the tickets' source); "
+                           f"registered: {[m.name for m in chosen]}")
+    return chosen[0]
+
+
 def iterative_methods() -> list[str]:
     """The IMP methods: full-data ones first, then those on partitions (one run, then one run
     per partition), e.g. lth, colt, dilt."""
