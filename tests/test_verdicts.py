@@ -200,14 +200,42 @@ def test_difference_in_differences_cancels_class_set_difficulty(own):
         for i, (k, j) in enumerate([(1, 1), (1, 2), (2, 1), (2, 2)]):
             vals[k, j] = 0.6 + offset * (j == 1) + own * (j == k) + noise[i]
             rows.append({"ticket": f"spec{k}", "split": f"part{j}", "seed": s,
-                         "actual_sparsity": 0.95 if k == 1 else 0.96, "value": vals[k, j]})
+                         "actual_sparsity": 0.95 if k == 1 else 0.9505, "value": vals[k, j]})
             rows.append({"ticket": f"spec{k}", "split": "full", "seed": s,
-                         "actual_sparsity": 0.95 if k == 1 else 0.96, "value": 0.7})
+                         "actual_sparsity": 0.95 if k == 1 else 0.9505, "value": 0.7})
         truth.append((vals[1, 1] - vals[1, 2]) - (vals[2, 1] - vals[2, 2]))
     v = one(frame(*rows), DID)
     assert v["mean"] == pytest.approx(100 * np.mean(truth))
     assert v["mean"] == pytest.approx(100 * 2 * own, abs=2.0)   # the +20-point offset cancels
     assert v["verdict"] == ("supported" if own else "inconclusive")
+
+
+def test_difference_in_differences_needs_matched_anchors():
+    """(a - b) - (c - d) compares ticket a with ticket c too: spec1 at 30% density against
+    spec2 at 2% is never counted, however large the difference."""
+    rows = []
+    for s in range(3):
+        for k, sparsity in ((1, 0.70), (2, 0.98)):
+            for j in (1, 2):
+                rows.append({"ticket": f"spec{k}", "split": f"part{j}", "seed": s,
+                             "actual_sparsity": sparsity, "value": 0.9 if j == k else 0.5})
+    v = one(frame(*rows), DID)
+    assert v["verdict"] == "inconclusive" and v["n_pairs"] == 0 and v["unmatched"] == 3
+
+
+@pytest.mark.parametrize("claim_id", ["E1-union-core-vs-iid"])
+def test_difference_in_differences_reports_its_largest_density_gap(claim_id):
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == claim_id)
+    rows = []
+    for s, g in enumerate([0.04, 0.05, 0.06]):
+        for part, sparsity, gain in (("contiguous2", 0.9, g), ("iid2", 0.9015, 0.0)):
+            rows += [{"partition": part, "ticket": "union", "seed": s, "actual_sparsity": sparsity,
+                      "value": 0.8 + gain + 0.001 * s},
+                     {"partition": part, "ticket": "core", "seed": s, "actual_sparsity": sparsity,
+                      "value": 0.8}]
+    v = one(frame(*rows), claim)
+    assert v["verdict"] == "supported" and v["n"] == 3
+    assert v["density_gap"] == pytest.approx(0.0015 / 0.1)   # experts' union vs the siblings'
 
 
 def test_rounds_at_same_target():
@@ -216,9 +244,72 @@ def test_rounds_at_same_target():
     for s in range(3):
         rows.append({"method": "colt", "ticket": "mask", "mode": "-", "seed": s, "round": 2})
         rows.append({"method": "lth", "ticket": "mask", "mode": "-", "partition": "-",
-                     "seed": s, "round": 4, "actual_sparsity": 0.88})
+                     "seed": s, "round": 4, "actual_sparsity": 0.9})
     v = one(frame(*rows), claim)
     assert v["verdict"] == "supported" and v["mean"] == -2 and v["units"] == "rounds"
+
+
+def test_a_cost_counts_only_rows_that_reached_the_target():
+    """The core's density-matched row of round 2 is at 80% sparsity: it has not reached 90%, so
+    the core's cost is its first row that has (round 3), not the mean of both rows."""
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E1-core-rounds")
+    rows = []
+    for s in range(3):
+        rows += [{"ticket": "core", "mode": "source-matched", "seed": s, "round": 3,
+                  "actual_sparsity": 0.96},
+                 {"ticket": "core", "mode": "density-matched", "seed": s, "round": 2,
+                  "actual_sparsity": 0.80},
+                 {"method": "lth", "ticket": "mask", "mode": "-", "partition": "-", "seed": s,
+                  "round": 3 + (s > 0), "actual_sparsity": 0.90}]
+    v = one(frame(*rows), claim)
+    assert [c["anchor_mode"] for c in v["comparisons"]] == ["first to reach"]
+    assert v["mean"] == pytest.approx(-2 / 3) and v["verdict"] == "inconclusive"
+    # a density-matched row that does reach the target and is cheaper is the cost
+    cheaper = frame(*rows).assign(actual_sparsity=lambda d: np.where(
+        d["mode"] == "density-matched", 0.905, d["actual_sparsity"]))
+    w = one(cheaper, claim)
+    assert w["mean"] == pytest.approx(-1 - 2 / 3) and w["n"] == 3
+
+
+def test_accuracy_at_the_same_target_but_unequal_density_is_descriptive():
+    """E4-core-lth-sm compares masks at one target whose densities differ (the proposal's
+    source-matched protocol): its numbers are reported, never judged supported or refuted."""
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E4-core-lth-sm")
+    tr = {"experiment": "transfer", "dataset": "digits_rot", "target_sparsity": 0.95}
+    rows = []
+    for s, g in enumerate([0.02, 0.03, 0.04]):
+        rows += [{**tr, "ticket": "core", "mode": "source-matched", "seed": s,
+                  "actual_sparsity": 0.99, "value": 0.6 + g},
+                 {**tr, "method": "lth", "ticket": "mask", "mode": "-", "partition": "-",
+                  "seed": s, "actual_sparsity": 0.95, "value": 0.6}]
+    v = one(frame(*rows), claim)
+    assert v["verdict"] == "descriptive" and v["mean"] == pytest.approx(3.0)
+    assert "not judged" in v["reason"] and v["lo"] > 0
+    same = one(frame(*rows).assign(actual_sparsity=0.95), claim)   # equal density: judged
+    assert same["verdict"] == "supported"
+
+
+def test_claim_pairs_seeds_over_comparisons_every_seed_has():
+    """Seeds 0 and 1 are matched only at 90%, seed 2 only at 95%: no comparison has three seeds,
+    so the claim is not decided on three seeds from different targets."""
+    rows = []
+    for s, g in enumerate([0.05, 0.06, 0.04]):
+        t, u = (0.9, 0.95) if s < 2 else (0.95, 0.9)
+        rows += [{"ticket": "core", "seed": s, "target_sparsity": t, "actual_sparsity": t,
+                  "value": 0.8},
+                 {"ticket": "union", "seed": s, "target_sparsity": t, "actual_sparsity": t,
+                  "value": 0.8 + g},
+                 {"ticket": "union", "seed": s, "target_sparsity": u, "actual_sparsity": 0.5,
+                  "value": 0.9}]
+    v = one(frame(*rows))
+    assert v["verdict"] == "inconclusive" and v["n"] == 0
+    assert "no comparison has a clean pair for each of the 3 seeds" in v["reason"]
+    # a third seed at 90% completes that comparison; the 95% one is left out and said so
+    extra = frame({"ticket": "core", "seed": 2, "actual_sparsity": 0.9, "value": 0.8},
+                  {"ticket": "union", "seed": 2, "actual_sparsity": 0.9, "value": 0.83})
+    w = one(pd.concat([frame(*rows), extra], ignore_index=True))
+    assert w["n"] == 3 and w["verdict"] == "supported"
+    assert "1 comparison(s) without a clean pair for each of the 3 seeds" in w["reason"]
 
 
 def test_missing_method_is_not_run():
@@ -393,6 +484,51 @@ def test_same_mask_in_sm_and_dm_counted_once():
     claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E1-ticket-random")
     v = one(df, claim)
     assert len(v["comparisons"]) == 1 and v["comparisons"][0]["anchor_mode"] == "source-matched"
+
+
+def test_difference_in_differences_counts_a_repeated_mask_pair_once():
+    """E3-spec-did: the density-matched tickets at 90% are the source-matched ones (round 3);
+    at 95% they are round 4's. Round 3's difference counts once, not twice."""
+    rows = []
+    for s in range(3):
+        for mode, t, r, sparsity, own in (("source-matched", 0.9, 3, 0.93, 0.0),
+                                          ("density-matched", 0.9, 3, 0.93, 0.0),
+                                          ("density-matched", 0.95, 4, 0.96, 0.05)):
+            for k in (1, 2):
+                for j in (1, 2):
+                    rows.append({"ticket": f"spec{k}", "split": f"part{j}", "seed": s,
+                                 "mode": mode, "target_sparsity": t, "round": r,
+                                 "actual_sparsity": sparsity,
+                                 "value": 0.6 + (own + 0.001 * s) * (j == k)})
+    v = one(frame(*rows), DID)
+    assert sorted((c["anchor_target"], c["anchor_mode"]) for c in v["comparisons"]) == [
+        (0.9, "source-matched"), (0.95, "density-matched")]
+    assert v["mean"] == pytest.approx((0.2 + 10.2) / 2)
+
+
+def test_correlation_compare_takes_one_rho_per_seed_and_side():
+    """Two expert and two sibling partitions per seed: partitions are averaged within a seed,
+    never counted as extra seeds (two seeds stay two: inconclusive)."""
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E2-gw-depth-vs-iid")
+    an = {}
+    for s in range(2):
+        for part, slope in (("contiguous2", 0.1), ("random2", 0.1), ("iid2", -0.1),
+                            ("iid3", -0.1)):
+            an[("mlp", s, part)] = _analysis(6, slope)
+    v = one(frame(), claim, analyses=an)
+    assert v["n"] == 2 and v["verdict"] == "inconclusive" and v["mean"] == pytest.approx(2.0)
+    an.update({("mlp", 2, p): _analysis(6, 0.1 if p in ("contiguous2", "random2") else -0.1)
+               for p in ("contiguous2", "random2", "iid2", "iid3")})
+    assert one(frame(), claim, analyses=an)["n"] == 3
+
+
+def test_bootstrap_needs_enough_seeds_to_decide():
+    """With three seeds the percentile bootstrap interval is about [min, max]: no verdict."""
+    r = V.paired([0.1, 5.0, 10.0], method="bootstrap")
+    assert r["verdict"] == "inconclusive" and "bootstrap" in r["reason"]
+    assert V.paired([0.1, 5.0, 10.0])["verdict"] == "inconclusive"   # t: crosses 0 as well
+    many = V.paired(np.linspace(1.0, 2.0, V.MIN_BOOTSTRAP_SEEDS), method="bootstrap")
+    assert many["verdict"] == "supported"
 
 
 def test_the_methods_the_claims_name_are_registered():

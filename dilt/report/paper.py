@@ -36,7 +36,7 @@ MAX_MAIN_PAGES = 12
 TEX_HINT = ("PDF skipped: latexmk not found; install TeX with `apt-get install latexmk "
             "texlive-latex-recommended texlive-latex-extra texlive-pictures texlive-science` "
             "or `conda install -c conda-forge texlive-core`, then rerun.")
-VERDICT_ORDER = ("supported", "refuted", "inconclusive", "not testable", "not run")
+VERDICT_ORDER = ("supported", "refuted", "inconclusive", "descriptive", "not testable", "not run")
 SECTIONS = [("E1", "Cost and accuracy at equal sparsity (experiment 1)"),
             ("E3", "Specialisation (experiment 3)"),
             ("E4", "Transfer (experiment 4)"),

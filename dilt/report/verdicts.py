@@ -13,6 +13,9 @@ Rules (DESIGN.md, "Verdict rules"):
   support: a comparison with any flagged input is left out of its claim and counted separately.
 * Each comparison and each claim gets a paired test over seeds (:func:`paired`): mean paired
   difference, 95% t (or bootstrap) interval, and a verdict: supported, refuted or inconclusive.
+  A claim's per-seed values average only the comparisons every seed has. Costs (``at: target``
+  on rounds / epochs / trainings) count rows that reached the target, the cheapest of them;
+  accuracy ``at: target`` with densities apart is "descriptive" (reported, not judged).
 * Correlations (experiment 2) are computed per seed; fewer than 4 points (plus one per partialled
   covariate) is "not testable", never a result. Per-seed rhos are then tested like differences.
 
@@ -41,6 +44,9 @@ from dilt.report.latex import escape
 TOLERANCE = 0.02
 CHANCE_MARGIN = 0.05
 MIN_SEEDS = 3
+# a percentile bootstrap over fewer seeds is about [min, max] of the differences (three seeds of
+# one sign would be "supported"): below this many it decides nothing
+MIN_BOOTSTRAP_SEEDS = 10
 MIN_POINTS = 4
 
 EXPECT = ("greater", "less", "competitive", "equivalent")
@@ -296,8 +302,9 @@ def paired(diffs, alpha: float = 0.05, method: str = "t", *, expect: str = "grea
     ``method``: "t" (Student t on the differences) or "bootstrap" (percentile, 9999 resamples).
     ``expect``: greater (interval above ``margin``), less (below -``margin``), competitive
     (above -``margin``: non-inferior) or equivalent (inside +-``margin``). The verdict is
-    inconclusive when ``flagged`` > 0, when n < ``min_n``, or when the interval straddles the
-    bound; supported / refuted when it lies entirely on the expected / other side.
+    inconclusive when ``flagged`` > 0, when n < ``min_n`` (or, for the bootstrap, n <
+    :data:`MIN_BOOTSTRAP_SEEDS`), or when the interval straddles the bound; supported / refuted
+    when it lies entirely on the expected / other side.
     """
     if method not in ("t", "bootstrap"):
         raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
@@ -314,6 +321,9 @@ def paired(diffs, alpha: float = 0.05, method: str = "t", *, expect: str = "grea
         return {**out, "verdict": "inconclusive", "reason": f"{flagged} flagged input(s)"}
     if n < min_n:
         return {**out, "verdict": "inconclusive", "reason": f"n = {n} < {min_n} seeds"}
+    if method == "bootstrap" and n < MIN_BOOTSTRAP_SEEDS:
+        return {**out, "verdict": "inconclusive",
+                "reason": f"n = {n} < {MIN_BOOTSTRAP_SEEDS} seeds for a bootstrap interval"}
     verdict, reason = _side(lo, hi, expect, margin)
     return {**out, "verdict": verdict, "reason": f"{reason} (n = {n}, {method} interval)"}
 
@@ -492,27 +502,48 @@ def _check_single(rows: pd.DataFrame, on: list[str], cols: Sequence[str], cid: s
                              f"pairing; fix {col!r} in 'where' or the side, or add it to 'same'")
 
 
+def _cheapest_reaching(rows: pd.DataFrame, on: list[str], q: str, tol: float) -> pd.DataFrame:
+    """A cost claim's rows (``at: target``, quantity rounds / epochs / trainings): only rows whose
+    mask has reached its target sparsity (density at most (1 - target)(1 + ``tol``)); of several
+    (a ticket's source- and density-matched rows) the cheapest, as the cost of reaching it."""
+    target_density = 1.0 - pd.to_numeric(rows["target_sparsity"]).to_numpy(float)
+    reached = rows[_density(rows) <= target_density * (1 + tol)]
+    group = list(dict.fromkeys(on + ["target_sparsity", "partition"]))
+    cheapest = reached.sort_values(q, kind="stable").drop_duplicates(group, keep="first")
+    return cheapest.assign(mode="first to reach").sort_index()
+
+
 def _pairs(rows: dict, a: str, b: str, key: list[str], c: dict, tol: float) -> pd.DataFrame:
-    """Matched pairs of side ``a`` against side ``b`` with the scaled difference ``diff``."""
+    """Matched pairs of side ``a`` against side ``b`` with the scaled difference ``diff``, the
+    relative density gap ``gap`` and ``dup`` (the anchor repeats a mask pair counted already)."""
     on, dm = key + ["seed"], c.get("at", "matched-density") == "matched-density"
-    _check_single(rows[a], on, IDENTITY, c["id"], a)
-    _check_single(rows[b], on, IDENTITY + ["partition"] + ([] if dm else ["mode"]), c["id"], b)
-    if not dm and rows[b].duplicated(on).any():
+    q = c.get("quantity", "value")
+    ra_rows, rb_rows = rows[a], rows[b]
+    if not dm and q != "value":
+        ra_rows, rb_rows = (_cheapest_reaching(r, on, q, tol) for r in (ra_rows, rb_rows))
+    _check_single(ra_rows, on, IDENTITY, c["id"], a)
+    _check_single(rb_rows, on, IDENTITY + ["partition"] + ([] if dm else ["mode"]), c["id"], b)
+    if not dm and rb_rows.duplicated(on).any():
         raise ValueError(f"claim {c['id']!r}: side {b} has several rows per target and seed; "
                          f"add the column that tells them apart to 'same' or 'where'")
-    q = c.get("quantity", "value")
-    m = match(rows[a], rows[b], tol if dm else math.inf, on=on, value=q, interpolate=dm)
-    ra = rows[a].loc[m["a_index"]]
+    m = match(ra_rows, rb_rows, tol if dm else math.inf, on=on, value=q, interpolate=dm)
+    ra = ra_rows.loc[m["a_index"]]
     m["anchor_target"] = ra["target_sparsity"].to_numpy(float)
     m["anchor_mode"] = ra["mode"].astype(str).to_numpy()
     m["anchor_partition"] = ra["partition"].astype(str).to_numpy()
     m["diff"] = QUANTITIES[q][0] * (m["value_a"] - m["value_b"])
+    m["gap"] = (m["density_b"] - m["density_a"]).abs() / m["density_a"]
+    m["dup"] = ra["_dup"].to_numpy(bool) if "_dup" in ra.columns else False
     return m.drop(columns=["a_index"])
 
 
-def _did(ab: pd.DataFrame, cd: pd.DataFrame, key: list[str], sels: dict,
-         cid: str) -> pd.DataFrame:
-    """(a - b) - (c - d), joined by seed, anchor target and mode (and partition if shared)."""
+def _did(ab: pd.DataFrame, cd: pd.DataFrame, key: list[str], sels: dict, cid: str,
+         tol: float, dm: bool) -> pd.DataFrame:
+    """(a - b) - (c - d), joined by seed, anchor target and mode (and partition if shared).
+
+    Both differences are at matched density within themselves; at ``matched-density`` the
+    anchors a and c must also be (within ``tol``), or the pair is unmatched. A joined pair repeats
+    one counted already only when both of its anchors do."""
     join = key + ["seed", "anchor_target", "anchor_mode"]
     if _agree(sels, ["a", "c"], "partition"):
         join.append("anchor_partition")
@@ -522,13 +553,19 @@ def _did(ab: pd.DataFrame, cd: pd.DataFrame, key: list[str], sels: dict,
                              f"difference; add the column that tells them apart to 'same'")
     m = ab.merge(cd, on=join, how="outer", suffixes=("", "_cd"), indicator=True)
     both = m["_merge"] == "both"
-    bad = ~both | (m["status"] == "unmatched") | (m["status_cd"] == "unmatched")
+    cross = (m["density_a_cd"] - m["density_a"]).abs() / m["density_a"]
+    apart = both & (cross > tol) if dm else np.zeros(len(m), bool)
+    bad = ~both | (m["status"] == "unmatched") | (m["status_cd"] == "unmatched") | apart
     m["status"] = np.where(bad, "unmatched", np.where(
         (m["status"] == "interpolated") | (m["status_cd"] == "interpolated"),
         "interpolated", "matched"))
+    m["note"] = np.where(apart, [f"anchors a and c differ in density by {100 * x:.1f}%"
+                                 for x in cross.fillna(0)], m["note"].fillna(""))
     m["flags"] = [_join_flags(x, y) for x, y in zip(m["flags"].fillna(""),
                                                     m["flags_cd"].fillna(""))]
     m["diff"] = m["diff"] - m["diff_cd"]
+    m["gap"] = np.fmax(np.fmax(m["gap"], m["gap_cd"]), cross)
+    m["dup"] = m["dup"].fillna(False).astype(bool) & m["dup_cd"].fillna(False).astype(bool)
     if "anchor_partition_cd" in m.columns:
         m["anchor_partition"] = m["anchor_partition"].fillna("?") + "/" + \
             m["anchor_partition_cd"].fillna("?")
@@ -578,7 +615,8 @@ def _comparison(sub: pd.DataFrame, cols: list[str], c: dict, alpha, method) -> d
             "seeds": per_seed.index.tolist()}
 
 
-def _group_verdict(c, group, g: pd.DataFrame, cols: list[str], alpha, method) -> dict:
+def _group_verdict(c, group, g: pd.DataFrame, cols: list[str], alpha, method,
+                   tol: float) -> dict:
     out = _base(c, group, _describe(c))
     used = g[g["status"] != "unmatched"]
     out["unmatched"] = int((g["status"] == "unmatched").sum())
@@ -586,12 +624,19 @@ def _group_verdict(c, group, g: pd.DataFrame, cols: list[str], alpha, method) ->
              for _, s in used.groupby(cols, sort=True, dropna=False)] if len(used) else []
     clean = used[~used.groupby(cols, dropna=False)["flags"].transform(
         lambda f: (f != "").any()).astype(bool)] if len(used) else used
+    # the claim pairs seeds over one common set of comparisons: those every seed has
+    seeds = clean["seed"].nunique() if len(clean) else 0
+    complete = (clean.groupby(cols, dropna=False)["seed"].transform("nunique") == seeds
+                if len(clean) else pd.Series(dtype=bool))
+    partial = clean[~complete].groupby(cols, dropna=False).ngroups if len(clean) else 0
+    clean = clean[complete] if len(clean) else clean
     out.update(comparisons=comps, interpolated=int((clean["status"] == "interpolated").sum()),
                flagged=int((used["flags"] != "").sum()),
                flagged_comparisons=sum(x["flags"] != "" for x in comps),
                flag_reasons=_join_flags(*used["flags"]) if len(used) else "", n_pairs=len(clean))
-    if len(clean) and "density_b" in clean and c.get("at", "matched-density") != "target":
-        out["density_gap"] = float((abs(clean.density_b - clean.density_a) / clean.density_a).max())
+    at_target = c.get("at", "matched-density") == "target"
+    if len(clean) and not at_target:
+        out["density_gap"] = float(clean["gap"].max())
     elif len(clean):
         out["density_gap"] = float((clean.density_a / clean.density_b).mean() - 1)
     left = []
@@ -600,13 +645,21 @@ def _group_verdict(c, group, g: pd.DataFrame, cols: list[str], alpha, method) ->
     if out["flagged_comparisons"]:
         left.append(f"{out['flagged_comparisons']} of {len(comps)} comparison(s) with flagged "
                     f"inputs ({out['flag_reasons']})")
+    if partial:
+        left.append(f"{partial} comparison(s) without a clean pair for each of the {seeds} seeds")
     if clean.empty:
-        why = ("every comparison has flagged inputs" if len(used) else
+        why = ("every comparison has flagged inputs" if len(used) and not seeds else
+               f"no comparison has a clean pair for each of the {seeds} seeds" if seeds else
                "no pair could be matched at equal density")
         return {**out, "verdict": "inconclusive", "reason": "; ".join([why] + left)}
     per_seed = clean.groupby("seed")["diff"].mean()
     res = paired(per_seed, alpha, method, expect=c["expect"], margin=float(c.get("margin", 0)))
     reason = res.pop("reason") + ("; left out: " + ", ".join(left) if left else "")
+    if at_target and c.get("quantity", "value") == "value" and clean["gap"].max() > tol:
+        return {**out, **res, "verdict": "descriptive",
+                "reason": f"accuracies of masks whose densities differ by up to "
+                          f"{100 * clean['gap'].max():.0f}% are reported, not judged (verdicts "
+                          f"compare at equal density); the interval would read: {reason}"}
     return {**out, **res, "reason": reason}
 
 
@@ -629,8 +682,8 @@ def same_mask_duplicates(df: pd.DataFrame) -> pd.Series:
 
 
 def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method) -> list[dict]:
-    if c.get("at", "matched-density") == "matched-density" and "c" not in c["compare"]:
-        df = df[~same_mask_duplicates(df)]
+    dm = c.get("at", "matched-density") == "matched-density"
+    df = df.assign(_dup=same_mask_duplicates(df) if dm else False)
     sels = _sides(c)
     rows = {}
     for side, sel in sels.items():
@@ -643,12 +696,13 @@ def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method) -> l
     if "c" in sels:
         key = _key(c, sels, ["a", "b", "c", "d"])
         cd = _pairs(rows, "c", "d", _key(c, sels, ["c", "d"]), c, tol)
-        pairs = _did(pairs, cd, key, sels, c["id"])
+        pairs = _did(pairs, cd, key, sels, c["id"], tol, dm)
+    pairs = pairs[~pairs["dup"].astype(bool)]  # a mask pair counted once (source-matched first)
     by = [b for b in c.get("by", ["model", "dataset", "source_dataset"]) if b in key]
     cols = [k for k in key if k not in by] + ["anchor_target", "anchor_mode", "anchor_partition"]
     groups = pairs.groupby(by, sort=True) if by else [((), pairs)]
     return [_group_verdict(c, dict(zip(by, k if isinstance(k, tuple) else (k,))), g, cols,
-                           alpha, method) for k, g in groups]
+                           alpha, method, tol) for k, g in groups]
 
 
 # ---------------------------------------------------------------- claims: correlations
@@ -719,6 +773,22 @@ def _seed_rhos(rows: pd.DataFrame, c: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _one_per(t: pd.DataFrame, on: list[str]) -> pd.DataFrame:
+    """One rho per ``on`` group (a seed): the mean over that side's partitions when it has
+    several (testable only if each is), so partitions never count as extra seeds."""
+    if not t.duplicated(on).any():
+        return t
+    rows = []
+    for k, g in t.groupby(on, sort=True):
+        ok = bool(g["testable"].all())
+        rows.append({**dict(zip(on, k if isinstance(k, tuple) else (k,))),
+                     "partition": "+".join(map(str, g["partition"])),
+                     "rho": float(g["rho"].mean()) if ok else math.nan, "n": int(g["n"].sum()),
+                     "testable": ok, "reason": next((r for r in g["reason"] if r), ""),
+                     "flags": _join_flags(*g["flags"])})
+    return pd.DataFrame(rows)
+
+
 def _corr_group(c, group, t: pd.DataFrame, alpha, method) -> dict:
     out = _base(c, group, _corr_describe(c))
     ok = t[t["testable"]]
@@ -755,7 +825,7 @@ def _evaluate_correlation(layers: pd.DataFrame | None, c: dict, alpha, method) -
     else:
         on = by + ["seed"] + (["partition"] if sides["a"].get("partition") ==
                               sides["b"].get("partition") and "partition" not in by else [])
-        t = rhos["a"].merge(rhos["b"], on=on, suffixes=("", "_b"))
+        t = _one_per(rhos["a"], on).merge(_one_per(rhos["b"], on), on=on, suffixes=("", "_b"))
         t["testable"] = t["testable"] & t["testable_b"]
         t["rho"] = t["rho"] - t["rho_b"]
         t["flags"] = [_join_flags(x, y) for x, y in zip(t["flags"], t["flags_b"])]
@@ -776,8 +846,8 @@ def evaluate_claims(results: pd.DataFrame, claims: list, analyses=None, *,
 
     Each verdict: id, text, kind, group, comparison, expect, margin, units, n (seeds), n_pairs,
     mean, lo, hi (the paired difference and its interval, in ``units``), alpha, method,
-    verdict (supported / refuted / inconclusive / not testable / not run), reason, unmatched,
-    interpolated, flagged (pairs), flagged_comparisons, flag_reasons, density_gap (largest
+    verdict (supported / refuted / inconclusive / descriptive / not testable / not run), reason,
+    unmatched, interpolated, flagged (pairs), flagged_comparisons, flag_reasons, density_gap (largest
     relative density difference counted; for ``at: target`` the mean density ratio - 1) and
     comparisons (the per-target verdicts). Flags are :func:`flag` of ``results`` with
     ``chance_margin``, ``num_classes`` and ``density_floor``.
@@ -896,7 +966,8 @@ def claims_table(verdicts: list[dict], path: str | Path, *, caption: str | None 
         f"Declared claims. Paired difference: mean over seeds of the per-seed difference, with its "
         f"{100 * (1 - alpha):.0f}\\% interval; supported / refuted when the interval lies entirely "
         f"on the expected / other side, otherwise inconclusive. Comparisons are at equal actual "
-        f"density unless stated; flagged tickets never count as support.")
+        f"density unless stated; descriptive: masks of unequal density, reported and not judged; "
+        f"flagged tickets never count as support.")
     rr = r">{\raggedright\arraybackslash}"
     fmt = (rf"{rr}p{{0.22\linewidth}}{rr}p{{0.12\linewidth}}{rr}p{{0.24\linewidth}}r"
            rf"{rr}p{{0.14\linewidth}}{rr}p{{0.09\linewidth}}")
