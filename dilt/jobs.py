@@ -171,7 +171,9 @@ def tickets(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
 
 
 def _failed_floor(suite: Suite) -> float:
-    return float((suite.spec.get("flags") or {}).get("failed_run_fraction", 0.8))
+    from dilt.tickets import failed_run_fraction
+
+    return failed_run_fraction(suite)
 
 
 # -- retraining (experiments 1 and 3) and transfer (experiment 4) ---------------------------

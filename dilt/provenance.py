@@ -70,6 +70,7 @@ def find_settings(suite, method: str, model: str, dataset: str, seed: int, tag: 
          "options": (spec.get("method_options") or {}).get(method, {})}
     if m.kind == "iterative":
         s["prune"] = {k: spec["prune"][k] for k in ("rate", "rewind_epoch")}
+        s.update(_failed_fraction(spec))
     if tag != FULL:
         n, scheme = suite.partition(tag)
         s["partition"] = {"n": n, "scheme": scheme, "part": part}
@@ -84,7 +85,17 @@ def tickets_settings(suite, model: str, dataset: str, seed: int, tag: str) -> di
     n, _ = suite.partition(tag)
     source = ticket_method().name
     return {"stage": "tickets", "random_controls": suite.spec["prune"]["random_controls"],
-            "parts": [find_settings(suite, source, model, dataset, seed, tag, k) for k in range(1, n + 1)]}
+            "parts": [find_settings(suite, source, model, dataset, seed, tag, k) for k in range(1, n + 1)],
+            **_failed_fraction(suite.spec)}
+
+
+def _failed_fraction(spec: dict) -> dict:
+    """``flags.failed_run_fraction`` (which masks are flagged failed_source), when the suite sets
+    one other than the default: runs made before it was part of the hash keep their hash."""
+    from dilt.tickets import FAILED_RUN_FRACTION
+
+    x = (spec.get("flags") or {}).get("failed_run_fraction", FAILED_RUN_FRACTION)
+    return {} if x == FAILED_RUN_FRACTION else {"failed_run_fraction": x}
 
 
 def source_settings(suite, source: str, model: str, dataset: str, seed: int, tag: str) -> dict:

@@ -28,6 +28,12 @@ from dilt.provenance import control_seed
 from dilt.prune.imp import all_masks, round_at_sparsity
 
 MODES = ("source-matched", "density-matched")
+FAILED_RUN_FRACTION = 0.8  # the default of the suite's flags.failed_run_fraction
+
+
+def failed_run_fraction(suite) -> float:
+    """A run fails from the first round below this fraction of its dense round's accuracy."""
+    return float((suite.spec.get("flags") or {}).get("failed_run_fraction", FAILED_RUN_FRACTION))
 
 
 def ticket_table(rounds: Sequence[Sequence[Mask]]) -> list[dict[str, Mask]]:
@@ -49,9 +55,18 @@ def select(table: list[dict[str, Mask]], partition_masks: list[Mask], target: fl
 def failed_round(run_dir: str | os.PathLike, floor: float) -> int | None:
     """The first round whose validation accuracy fell below ``floor`` times round 0's (the dense
     model's) on the run's own partition, or None: tickets from that round on carry a flag."""
-    rounds = sorted(read_json(Path(run_dir) / "imp_summary.json")["rounds"], key=lambda r: r["round"])
-    dense = rounds[0]["val_top1"]
-    return next((r["round"] for r in rounds if r["val_top1"] < floor * dense), None)
+    return first_failed_round(read_json(Path(run_dir) / "imp_summary.json")["rounds"], floor)
+
+
+def first_failed_round(rounds: Sequence[dict], floor: float) -> int | None:
+    """The first round at which some model of an IMP run (a run trains one per partition in
+    COLT) fell below ``floor`` times its own round-0 validation accuracy, or None."""
+    by_part: dict = {}
+    for r in sorted(rounds, key=lambda r: r["round"]):
+        by_part.setdefault(r.get("part"), []).append(r)
+    failed = [next((r["round"] for r in rs if r["val_top1"] < floor * rs[0]["val_top1"]), None)
+              for rs in by_part.values()]
+    return min((f for f in failed if f is not None), default=None)
 
 
 def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float],

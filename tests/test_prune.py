@@ -90,3 +90,34 @@ def test_dilt_masks_differ_and_colt_masks_are_shared(tiny_suite, tmp_path):
         assert not torch.equal(w1["hidden.1.weight"], w2["hidden.1.weight"])
     # COLT's intersection reaches the top target in no more rounds than IMP
     assert summary["final_round"] <= len(runs[0]) - 1
+
+
+def test_a_failed_round_is_found_per_model_of_the_run():
+    """COLT trains one model per partition each round: each is held to its own dense accuracy
+    (part 2's easier-looking drop to 0.55 is above 0.8 x its 0.6; its 0.4 at round 2 is not)."""
+    from dilt.tickets import first_failed_round
+
+    rounds = [{"round": r, "part": p, "val_top1": v} for r, p, v in
+              [(0, 1, 0.99), (0, 2, 0.60), (1, 1, 0.98), (1, 2, 0.55), (2, 1, 0.97), (2, 2, 0.40)]]
+    assert first_failed_round(rounds, 0.8) == 2
+    assert first_failed_round(rounds, 0.5) is None
+    assert first_failed_round([{"round": r, "part": None, "val_top1": v}
+                               for r, v in enumerate([0.9, 0.8, 0.7])], 0.85) == 2
+
+
+def test_lth_masks_from_a_failed_round_are_flagged(tiny_suite, tmp_path, monkeypatch):
+    """An LTH / COLT mask from a round at or after the run's first failed round carries
+    failed_source, as the DiLT tickets do, so no verdict counts it."""
+    import dilt.tickets
+
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(tiny_suite, "mlp", "digits", 0, str(theta0))
+    monkeypatch.setattr(dilt.tickets, "first_failed_round", lambda rounds, floor: 2)
+    manifest = jobs.imp(tiny_suite, "mlp", "digits", 0, "lth", "full", None, str(theta0),
+                        str(tmp_path / "lth"))
+    assert manifest["failed_from_round"] == 2
+    flagged = {e["round"]: e["flags"] for e in manifest["masks"]}
+    assert flagged and all(f == (["failed_source"] if r >= 2 else []) for r, f in flagged.items())
+    assert any(r >= 2 for r in flagged) and any(r < 2 for r in flagged)
+    entries = jobs.manifest_entries(tmp_path / "lth", manifest, 0, random_controls=True)
+    assert all(("failed_source" in e.flags) == (e.round >= 2) for e in entries)

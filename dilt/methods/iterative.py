@@ -32,6 +32,7 @@ def find_imp(job: MaskJob) -> None:
     from dilt.jobs import full_splits, partitions
     from dilt.masks import Mask
     from dilt.prune.imp import Part, round_at_sparsity, run_imp
+    from dilt.tickets import failed_run_fraction, first_failed_round
 
     method = get_method(job.method)
     if not method.on_partitions:  # LTH: one model on the full data
@@ -51,13 +52,17 @@ def find_imp(job: MaskJob) -> None:
                       log_path=job.log, desc=f"{job.method} {job.model}/{job.dataset} s{job.seed} "
                       f"{job.partition}" + (f" p{job.part}" if job.part else ""))
     masks = [Mask.load(job.out_dir / f"mask_r{r}.safetensors") for r in range(summary["final_round"] + 1)]
+    failed = first_failed_round(summary["rounds"], failed_run_fraction(job.suite))
     for t in job.targets:
         r = round_at_sparsity(masks, t)
+        # a mask from a round at or after one where a model of the run failed is flagged, as
+        # the DiLT tickets are (dilt.tickets)
+        flags = ["failed_source"] if failed is not None and failed <= r else []
         # mask r is pruned after r trainings of every model (round 0 trains the dense model)
         job.write_mask(masks[r], t, round=r, epochs=float(r * job.recipe.epochs * len(runs)),
-                       extra={"trainings": r * len(runs)})
+                       extra={"trainings": r * len(runs), "flags": flags})
     job.finish(theta0=meta["theta0"], n_models=len(runs), final_round=summary["final_round"],
-               rewind_epoch=prune["rewind_epoch"])
+               rewind_epoch=prune["rewind_epoch"], failed_from_round=failed)
 
 
 _CITE_LTH = "Frankle & Carbin, ICLR 2019; late rewinding: Frankle et al., ICML 2020"
