@@ -144,6 +144,25 @@ def test_grasp_hg_equals_explicit_hessian_times_gradient():
                                want.float(), rtol=1e-5, atol=1e-10)
 
 
+def test_grasp_chunks_reassemble_the_unchunked_scores():
+    """Without batch-dependent layers, chunked forward passes give the same scores (each batch's
+    mean loss is the share-weighted sum of its chunks'); with BatchNorm in train mode each chunk
+    is normalised by its own statistics, so they differ."""
+    model = _mlp()
+    x, y = _data(12)
+    batches = [(x[:7], y[:7]), (x[7:], y[7:])]
+    names = ["hidden.1.weight", "head.weight"]
+    whole = grasp_scores(model, batches, names, T=200.0)
+    for chunk in (1, 3, 7):
+        got = grasp_scores(model, batches, names, T=200.0, chunk=chunk)
+        for n in names:
+            torch.testing.assert_close(got[n], whole[n], rtol=1e-5, atol=1e-12)
+    net, bn_batches = _bn_net(), [(x[:8], y[:8])]
+    a = grasp_scores(net, bn_batches, ["fc.weight"], T=5.0)["fc.weight"]
+    b = grasp_scores(net, bn_batches, ["fc.weight"], T=5.0, chunk=4)["fc.weight"]
+    assert not torch.allclose(a, b, rtol=1e-3)
+
+
 def test_grasp_runs_in_train_mode_and_leaves_model_untouched():
     net = _bn_net()
     x, y = _data(8)
@@ -263,7 +282,8 @@ def test_methods_are_registered():
     for name, display in (("snip", "SNIP"), ("grasp", "GraSP")):
         m = get_method(name)
         assert (m.kind, m.display, m.needs) == ("one-shot", display, ("theta0",)) and m.cite
-    assert get_method("grasp").options == {"samples_per_class": 10, "num_iters": 1, "T": 200.0}
+    assert get_method("grasp").options == {"samples_per_class": 10, "num_iters": 1, "T": 200.0,
+                                           "chunk": 0}
 
 
 def _independent_scores(job, method):

@@ -1,5 +1,7 @@
 """RigL as a method: per target, train sparse from theta_0 with drop / grow updates
-(:class:`dilt.prune.rigl.RigL`) and keep the final mask and the trained network's accuracy.
+(:class:`dilt.prune.rigl.RigL`) and keep the trained network's accuracy and its mask: those of
+the epoch validation selected (the final mask of the original whenever that epoch comes after
+the last update, at ``end_fraction`` of training).
 
 The mask covers the suite's prunable weights (first layer and head dense by default, as the
 first layer is in the original); the overall sparsity over them is the target.
@@ -38,7 +40,7 @@ def checked_options(options: dict) -> dict:
 
 
 def find(job) -> None:
-    """One RigL run per target; its final mask and its own test accuracy."""
+    """One RigL run per target; the selected epoch's mask and its own test accuracy."""
     opts = checked_options(job.options)
     epochs = job.recipe.epochs
     for t in job.targets:

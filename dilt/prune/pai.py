@@ -67,14 +67,17 @@ def snip_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Seque
 
 
 def grasp_scores(model: nn.Module, batches: Sequence[Batch], names: Sequence[str],
-                 T: float = 200.0) -> dict[str, torch.Tensor]:
+                 T: float = 200.0, *, chunk: int | None = None) -> dict[str, torch.Tensor]:
     """GraSP scores ``-theta * (H g)`` of the weights ``names`` (CPU float tensors), in train mode.
 
     As in the authors' code: g = sum over ``batches`` of the gradient of the cross-entropy of
     logits / T, taken without graph; then for each batch z = <g, grad with graph> is
     differentiated again, and the results summed: Hg = sum_b H_b g. Gradients and Hessian are
     taken over every conv / linear weight of the model (the original's weight set), whichever of
-    them are scored."""
+    them are scored. ``chunk`` bounds the examples of one forward pass (memory): each batch's
+    mean loss is reassembled from its chunks' and both products are linear in it, so without
+    batch-dependent layers the scores are the unchunked ones; BatchNorm in train mode then
+    normalises each chunk by its own statistics, as the original's smaller ImageNet batches do."""
     if not batches:
         raise ValueError("GraSP needs at least one batch")
     net = copy.deepcopy(model).train()
@@ -86,18 +89,25 @@ def grasp_scores(model: nn.Module, batches: Sequence[Batch], names: Sequence[str
     ws = _weights(net, wrt)
     dev = _device(net)
 
-    def loss(b: Batch) -> torch.Tensor:
-        return F.cross_entropy(net(b[0].to(dev)) / T, b[1].to(dev))
+    def pieces(b: Batch):
+        """(loss of one chunk of batch ``b``, weighted by its share of the batch), per chunk."""
+        n = len(b[1])
+        step = chunk or n
+        for i in range(0, n, step):
+            x, y = b[0][i:i + step].to(dev), b[1][i:i + step].to(dev)
+            yield F.cross_entropy(net(x) / T, y) * (len(y) / n)
 
     g = [torch.zeros_like(w) for w in ws]
     for b in batches:
-        g = [a + d for a, d in zip(g, _grad(loss(b), ws))]
+        for loss in pieces(b):
+            g = [a + d for a, d in zip(g, _grad(loss, ws))]
     hg = [torch.zeros_like(w) for w in ws]
     for b in batches:
-        gf = _grad(loss(b), ws, create_graph=True)
-        z = sum((a.detach() * d).sum() for a, d in zip(g, gf) if d.requires_grad)
-        if isinstance(z, torch.Tensor):
-            hg = [a + d for a, d in zip(hg, _grad(z, ws))]
+        for loss in pieces(b):
+            gf = _grad(loss, ws, create_graph=True)
+            z = sum((a.detach() * d).sum() for a, d in zip(g, gf) if d.requires_grad)
+            if isinstance(z, torch.Tensor):
+                hg = [a + d for a, d in zip(hg, _grad(z, ws))]
     idx = {n: i for i, n in enumerate(wrt)}
     return {n: (-ws[idx[n]].detach() * hg[idx[n]]).float().cpu() for n in names}
 
