@@ -181,7 +181,8 @@ class Sparsifier:
         """Called once before training (and again after a resume, before ``load_state_dict``)."""
 
     def after_backward(self, step: int) -> bool:
-        """Gradients are in place. Return False to skip this step's optimizer update."""
+        """Gradients are in place (before clipping, which measures what this leaves). Return
+        False to skip this step's optimizer update."""
         return True
 
     def after_step(self, step: int) -> None:
@@ -204,7 +205,8 @@ class Sparsifier:
 
 
 class FixedMask(Sparsifier):
-    """A mask that never changes: pruned weights are zeroed after every optimizer step."""
+    """A mask that never changes: pruned weights get no gradient (so gradient clipping measures
+    the sparse network's gradient) and are zeroed after every optimizer step."""
 
     def __init__(self, mask: Mask):
         self.mask = mask
@@ -213,6 +215,13 @@ class FixedMask(Sparsifier):
         named = dict(model.named_parameters())
         self._w = [named[n] for n in self.mask]
         self._m = [self.mask[n].to(named[n].device, named[n].dtype) for n in self.mask]
+
+    @torch.no_grad()
+    def after_backward(self, step):
+        live = [(w.grad, m) for w, m in zip(self._w, self._m) if w.grad is not None]
+        if live:
+            torch._foreach_mul_([g for g, _ in live], [m for _, m in live])
+        return True
 
     @torch.no_grad()
     def after_step(self, step):
@@ -499,9 +508,11 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
                 (loss * (len(x) * world / n_global)).backward()
             else:
                 loss.backward()
-            if recipe.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+            # the sparsifier first (it zeroes inactive weights' gradients), so that clipping
+            # measures the gradient of the sparse network
             if sparsifier.after_backward(step):
+                if recipe.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
                 opt.step()
             sparsifier.after_step(step)
             changed = ((world > 1 or c.ema is not None) and type(sparsifier) is not Sparsifier

@@ -144,3 +144,36 @@ def test_killed_run_with_mixup_and_ema_resumes_to_identical_weights(tmp_path):
     assert [h["val_top1_ema"] for h in res.history] == [h["val_top1_ema"] for h in res_ref.history]
     for (n, a), b in zip(ref.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), n
+
+
+def test_gradient_clipping_measures_the_sparse_networks_gradient():
+    """One SGD step (no momentum, no decay) with grad_clip: the update is the active weights'
+    gradient scaled by grad_clip / its norm; pruned weights' gradients count for nothing."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    data = load_dataset("digits", seed=0)
+    torch.manual_seed(0)
+    net = build_model("mlp", 10, data.input_shape, hidden=(32, 16))
+    names = prunable_names(net, prune_first=True)
+    mask = magnitude_prune(net, Mask.ones(net, names), 0.9)
+    mask.apply_(net)
+    idx = np.arange(64)
+    x, y = (torch.stack([data.train[int(i)][0] for i in idx]),
+            torch.tensor([int(data.train[int(i)][1]) for i in idx]))
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    net.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    grads = {n: p.grad.clone() * (mask[n] if n in mask else 1) for n, p in net.named_parameters()}
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads.values()))
+    dense = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters()))
+    clip = float(norm) / 4          # clipping is active, and far from the dense norm's clip
+    assert float(dense) > 1.5 * float(norm)
+    net.load_state_dict(ref)
+    net.zero_grad(set_to_none=True)
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0,
+                    grad_clip=clip, checkpoint_interval=30)
+    train(net, Split(data.train, idx), Split(data.val, np.arange(32)), recipe, mask=mask, seed=0)
+    coef = clip / (float(norm) + 1e-6)
+    for n, p in net.named_parameters():
+        torch.testing.assert_close(p.detach(), ref[n] - 0.1 * coef * grads[n], rtol=1e-4, atol=1e-6)
