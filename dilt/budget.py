@@ -78,9 +78,9 @@ def _embedded(name: str, val_fraction: float) -> tuple[int, int, int, int]:
 
 def data_facts(spec: dict, dataset: str) -> tuple[int, int, int]:
     """(train images, validation images, image side) of ``dataset`` under the suite."""
-    from dilt.config import EMBEDDED_DATA
+    from dilt.config import EMBEDDED_DATA, val_fraction
 
-    vf = spec.get("val_fraction", 0.2)
+    vf = val_fraction(spec, dataset)
     if dataset in EMBEDDED_DATA:
         n_tr, n_va, _, side = _embedded(dataset, vf)
         return n_tr, n_va, side
@@ -165,11 +165,11 @@ def _split(units: int, n: int) -> list[range]:
 
 def _facts(spec: dict, dataset: str) -> tuple[int, int, int, int]:
     """(train images, validation images, classes, channels) of ``dataset``."""
-    from dilt.config import EMBEDDED_DATA, KNOWN_DATA
+    from dilt.config import EMBEDDED_DATA, KNOWN_DATA, val_fraction
 
     n_tr, n_va, _ = data_facts(spec, dataset)
     if dataset in EMBEDDED_DATA:
-        return n_tr, n_va, _embedded(dataset, spec.get("val_fraction", 0.2))[2], 1
+        return n_tr, n_va, _embedded(dataset, val_fraction(spec, dataset))[2], 1
     return n_tr, n_va, KNOWN_DATA[dataset][0], 3
 
 

@@ -43,8 +43,19 @@ PREFIX = "workflow config: "
 EMBEDDED_DATA = ("digits", "digits_rot")
 # what is known of the real data sets without their files: (classes, fewest official training
 # images of one class, or None where that is not known exactly)
+# (classes, fewest training images of one class in the official split)
 KNOWN_DATA = {"imagenet": (1000, 732), "cifar100": (100, 500),
-              "stanford_cars": (196, None), "cub200": (200, None)}
+              "stanford_cars": (196, 24), "cub200": (200, 29)}
+VAL_FRACTION = 0.2  # the schema's default
+
+
+def val_fraction(spec: dict, dataset: str) -> float:
+    """The suite's validation share for ``dataset``: its ``val_fraction`` number, or from a
+    mapping the data set's entry, else its ``default``, else 0.2."""
+    v = spec.get("val_fraction", VAL_FRACTION)
+    if isinstance(v, dict):
+        return float(v.get(dataset, v.get("default", VAL_FRACTION)))
+    return float(v)
 # every part of an iid partition keeps at least this many samples of every class (train and val)
 MIN_PER_CLASS = 3
 # parameters every loader gets from the suite itself, never from dataset_options
@@ -419,27 +430,27 @@ def _check_recipes(key: str, s: dict) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _digits_counts(name: str, val_fraction: float, options: tuple) -> tuple[int, int, int]:
+def _digits_counts(name: str, fraction: float, options: tuple) -> tuple[int, int, int]:
     """(classes, fewest train samples of a class, fewest validation samples of a class)."""
     import numpy as np
 
     from dilt.data import load_dataset
 
-    b = load_dataset(name, seed=0, val_fraction=val_fraction, **dict(options))
+    b = load_dataset(name, seed=0, val_fraction=fraction, **dict(options))
     tr = np.bincount(b.train_targets, minlength=b.num_classes)
     va = np.bincount(b.val_targets, minlength=b.num_classes)
     return b.num_classes, int(tr.min()), int(va.min())
 
 
-def data_facts(name: str, val_fraction: float, options: dict) -> tuple[int | None, int | None, int | None]:
+def data_facts(name: str, fraction: float, options: dict) -> tuple[int | None, int | None, int | None]:
     """(classes, fewest train and validation samples of one class) as far as known without
     reading a real data set's files; None where unknown."""
     if name in EMBEDDED_DATA:
-        return _digits_counts(name, val_fraction, tuple(sorted(options.items())))
+        return _digits_counts(name, fraction, tuple(sorted(options.items())))
     classes, per_class = KNOWN_DATA.get(name, (None, None))
     if per_class is None:
         return classes, None, None
-    val = int(round(val_fraction * per_class))   # dilt.data.stratified_split, per class
+    val = int(round(fraction * per_class))   # dilt.data.stratified_split, per class
     return classes, per_class - val, val
 
 
@@ -457,7 +468,7 @@ def _check_partitions(key: str, s: dict) -> None:
                 raise _fail(f"{key}.partitions[{i}].scheme", problem)
             opts = (s.get("dataset_options") or {}).get(d, {})
             try:
-                classes, tr, va = data_facts(d, s["val_fraction"], opts)
+                classes, tr, va = data_facts(d, val_fraction(s, d), opts)
             except Exception as e:  # the embedded loader refusing an option value
                 raise _fail(f"{key}.dataset_options.{d}", f"the loader refused {opts} "
                             f"({type(e).__name__}: {e})") from None
@@ -470,7 +481,7 @@ def _check_partitions(key: str, s: dict) -> None:
                     if fewest // n < MIN_PER_CLASS:
                         raise _fail(k, f"{n} iid parts leave {fewest // n} {split} samples of some "
                                     f"class of {d} in a part (fewest per class: {fewest}; at least "
-                                    f"{MIN_PER_CLASS} needed; val_fraction {s['val_fraction']})")
+                                    f"{MIN_PER_CLASS} needed; val_fraction {val_fraction(s, d)})")
 
 
 def _loader_options(name: str) -> dict:
@@ -494,6 +505,11 @@ def _loader_options(name: str) -> dict:
 
 def _check_dataset_options(key: str, s: dict) -> None:
     used = s["datasets"] + s["transfer"]["targets"]
+    if isinstance(s.get("val_fraction"), dict):
+        for d in s["val_fraction"]:
+            if d != "default" and d not in used:
+                raise _fail(f"{key}.val_fraction.{d}", f"{d!r} is not a data set of the suite "
+                            f"({', '.join(used)}) nor 'default'")
     for d, opts in (s.get("dataset_options") or {}).items():
         if d not in used:
             raise _fail(f"{key}.dataset_options.{d}", f"{d!r} is not a data set of the suite ({', '.join(used)})")

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dilt import provenance as prov
-from dilt.config import Suite
+from dilt.config import Suite, val_fraction
 from dilt.data import DataBundle, load_dataset
 from dilt.data.partition import Partition, make_partitions
 from dilt.io import FileCheckError, read_json, write_json
@@ -29,7 +29,7 @@ from dilt.train import Split, evaluate, train
 def load_data(suite: Suite, dataset: str, seed: int) -> DataBundle:
     opts = suite.spec.get("dataset_options", {}).get(dataset, {})
     return load_dataset(dataset, root=suite.data_root, seed=seed,
-                        val_fraction=suite.spec.get("val_fraction", 0.2), **opts)
+                        val_fraction=val_fraction(suite.spec, dataset), **opts)
 
 
 def partitions(suite: Suite, bundle: DataBundle, tag: str, seed: int) -> list[Partition]:

@@ -36,8 +36,10 @@ def transfer_init_seed(suite, seed: int) -> int:
 
 # -- settings per stage ---------------------------------------------------------------------
 def _data(spec: dict, dataset: str, seed: int) -> dict:
+    from dilt.config import val_fraction
+
     return {"dataset": dataset, "options": (spec.get("dataset_options") or {}).get(dataset, {}),
-            "val_fraction": spec.get("val_fraction", 0.2), "seed": seed}
+            "val_fraction": val_fraction(spec, dataset), "seed": seed}
 
 
 def _recipe(suite, model: str, dataset: str) -> dict:

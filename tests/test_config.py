@@ -161,6 +161,24 @@ def test_the_tickets_come_from_the_one_per_partition_method(monkeypatch):
         m.ticket_method()
 
 
+def test_val_fraction_per_data_set():
+    """A mapping gives each data set its own validation share ('default' for the rest); a plain
+    number keeps the provenance hash it had before mappings existed."""
+    from dilt import provenance as prov
+
+    spec = config.validate(tiny_config(val_fraction={"default": 0.1, "digits_rot": 0.3}))["suites"]["tiny"]
+    assert config.val_fraction(spec, "digits") == 0.1 and config.val_fraction(spec, "digits_rot") == 0.3
+    assert config.val_fraction({"val_fraction": {"digits": 0.3}}, "digits_rot") == config.VAL_FRACTION
+    plain = config.validate(tiny_config(val_fraction=0.1))["suites"]["tiny"]
+    assert prov._data(plain, "digits", 0)["val_fraction"] == 0.1
+    assert prov._data(spec, "digits", 0) == prov._data(plain, "digits", 0)
+    assert prov._data(spec, "digits_rot", 0)["val_fraction"] == 0.3
+    # the pre-flight check uses each data set's share: 0.01 of digits leaves iid halves too few
+    with pytest.raises(config.ConfigError, match=r"partitions\[0\]\.n: 2 iid parts .* val_fraction 0\.01"):
+        config.validate(tiny_config(partitions=[{"n": 2, "scheme": "iid"}],
+                                    val_fraction={"default": 0.2, "digits": 0.01}))
+
+
 def test_method_in_enum_but_not_registered_is_refused(monkeypatch):
     import dilt.methods as m
 

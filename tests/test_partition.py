@@ -43,6 +43,18 @@ def test_iid_parts_hold_every_class_and_split_samples():
     assert abs(len(a.train_idx) - len(b.train_idx)) <= 10
 
 
+def test_iid_parts_refuse_a_class_with_fewer_samples_than_parts():
+    """A class with one validation image cannot be in both iid halves: refused, not dropped."""
+    train = np.repeat(np.arange(4), 10)
+    val = np.array([0, 0, 1, 1, 2, 2, 3])          # class 3: one validation image
+    with pytest.raises(ValueError, match=r"iid2: class 3 has 1 validation sample\(s\)"):
+        make_partitions(train, val, 4, 2, "iid", seed=0)
+    with pytest.raises(ValueError, match=r"class 2 has 0 validation"):   # absent altogether
+        make_partitions(train, np.array([0, 0, 1, 1, 3, 3]), 4, 2, "iid", seed=0)
+    parts = make_partitions(train, np.append(val, 3), 4, 2, "iid", seed=0)
+    assert all(set(np.append(val, 3)[p.val_idx]) == {0, 1, 2, 3} for p in parts)
+
+
 def test_splits_are_disjoint_and_test_is_fixed():
     a, b = load_dataset("digits", seed=0), load_dataset("digits", seed=1)
     assert np.array_equal(a.test.x, b.test.x)                 # every seed tests on the same images

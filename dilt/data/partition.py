@@ -98,6 +98,13 @@ def make_partitions(train_targets: np.ndarray, val_targets: np.ndarray, num_clas
     class -> superclass id, for ``semantic``)."""
     groups = class_groups(num_classes, n, scheme, seed, superclasses)
     if scheme == "iid":
+        for split, targets in (("training", train_targets), ("validation", val_targets)):
+            counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=num_classes)
+            if counts.min() < n:
+                c = int(counts.argmin())
+                raise ValueError(f"iid{n}: class {c} has {counts[c]} {split} sample(s), fewer "
+                                 f"than the {n} parts; every part must hold every class (raise "
+                                 "the suite's val_fraction for this data set, or use fewer parts)")
         tr = _iid_split(train_targets, n, seed)
         va = _iid_split(val_targets, n, seed + 1)
         ident = np.arange(num_classes)
