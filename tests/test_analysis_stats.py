@@ -120,7 +120,10 @@ def test_layer_and_block_tables():
     names0 = [f"{n}.weight" for n in layers[1:4]]
     assert blocks[0]["jaccard"] == pytest.approx(jaccard(m1, m2, names0))
     assert blocks[0]["chance_jaccard"] == pytest.approx(chance_jaccard(m1, m2, names0))
-    assert blocks[0]["gw_ii_mean"] == pytest.approx(1.5)
+    # mean G_ii over the layers the Jaccard describes (1-3; layer 0 is the dense first layer)
+    assert blocks[0]["gw_ii_mean"] == pytest.approx(2.0)
+    assert blocks[0]["gw_ii_mean_all"] == pytest.approx(1.5)
+    assert blocks[1]["gw_ii_mean"] == pytest.approx(np.mean(np.arange(4, len(layers) - 1)))
     assert blocks[0]["params"] == sum(m1[n].numel() for n in names0)
 
 

@@ -51,16 +51,21 @@ def layer_table(layer_names: Sequence[str], G: np.ndarray, m1: Mask, m2: Mask,
 def block_table(layer_names: Sequence[str], G: np.ndarray, labels: Sequence[int], m1: Mask,
                 m2: Mask, labels2: Sequence[int] | None = None) -> list[dict]:
     """One row per cluster of ``labels`` (network 1's labels define a block's layers): its layers,
-    mean G_ii, and Jaccard / chance Jaccard / ratio over the block's prunable parameters."""
+    and over the block's prunable (masked) layers the mean G_ii and the Jaccard / chance Jaccard
+    / ratio of their parameters, so both sides of Figure 3 describe the same layers
+    (``gw_ii_mean_all`` adds the dense first layer and the head where the block has them)."""
     labels = np.asarray(labels)
     rows = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        names = [p for p in (owned_parameter(layer_names[i], m1, m2) for i in idx) if p]
+        owned = [(i, owned_parameter(layer_names[i], m1, m2)) for i in idx]
+        names = [p for _, p in owned if p]
+        masked = [G[i, i] for i, p in owned if p]
         row = {"block": int(c), "layers": [layer_names[i] for i in idx],
                "n_layers": int(len(idx)), "first_index": int(idx.min()),
                "last_index": int(idx.max()),
-               "gw_ii_mean": float(np.mean([G[i, i] for i in idx]))}
+               "gw_ii_mean": float(np.mean(masked)) if masked else float("nan"),
+               "gw_ii_mean_all": float(np.mean([G[i, i] for i in idx]))}
         row.update(_overlap(m1, m2, names))
         row["n_masked_layers"] = len(names)
         if labels2 is not None:
