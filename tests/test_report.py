@@ -315,6 +315,8 @@ def test_results_sentences_match_the_verdicts(suite_dir):
             assert f"{v['unmatched']} unmatched pair(s)" in sentence
         if v["flagged_comparisons"]:
             assert f"{v['flagged_comparisons']} comparison(s) with flagged inputs" in sentence
+        if v["verdict"] == "descriptive":
+            assert "reported, not judged" in sentence
 
 
 def test_exp2_findings_report_per_seed_and_not_testable():

@@ -95,6 +95,8 @@ def group_sentence(v: dict) -> str:
                     f"({escape(v['flag_reasons'].replace(';', ', '))})")
     text = (f"On {where} {diff}" + (f" ({'; '.join(at)})" if at else "")
             + f": \\emph{{{v['verdict']}}}")
+    if v["verdict"] == "descriptive":
+        text += " (the masks differ in density: reported, not judged)"
     if left:
         text += "; left out: " + " and ".join(left)
     return text + "."
