@@ -64,10 +64,15 @@ def run(suite: Suite, what: str, records=None, imp=None, analysis_files=None) ->
 
 
 def _figure_groups(groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """The analyses figures 1-3 show: the first model and data set (the deepest smoke model,
-    ``cnn``, sorts first), one panel per partition scheme (experts and siblings side by side),
-    each with all its seeds."""
+    """The analyses figures 1-3 show: the deepest model's (most layers; ties by name) on its
+    first data set, one panel per partition scheme (experts and siblings side by side), each with
+    all its seeds. A rule fixed in advance, whichever model's results look best."""
     if not groups:
         return {}
-    first = next(iter(groups)).rsplit(" / ", 1)[0]
+
+    def depth(key: str) -> tuple:
+        runs = groups[key]
+        return (-max(len(a.get("layer_names") or []) for a in runs), key)
+
+    first = min(groups, key=depth).rsplit(" / ", 1)[0]
     return {key: runs for key, runs in groups.items() if key.startswith(first + " / ")}

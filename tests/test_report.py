@@ -168,6 +168,22 @@ def test_figures_pdf_and_png(suite_dir, tmp_path):
         assert (tmp_path / "fig" / f"{stem}.pdf").stat().st_size > 1000
 
 
+def test_acc_vs_sparsity_leaves_out_structured_methods():
+    """SAViT's rows sit on a FLOPs axis: the accuracy-sparsity figure never plots them."""
+    base = {"experiment": "retrain", "model": "vit_tiny", "dataset": "digits", "partition": "-",
+            "split": "full", "metric": "top1", "mode": "-", "control": "ticket", "seed": 0,
+            "target_sparsity": 0.9}
+    df = pd.DataFrame([{**base, "method": "lth", "ticket": "mask", "actual_sparsity": 0.9,
+                        "value": 0.9},
+                       {**base, "method": "savit", "ticket": "mask", "actual_sparsity": 0.51,
+                        "value": 0.8}])
+    fig = figures.acc_vs_sparsity(df)
+    xs = [float(x) for ax in fig.axes for line in ax.get_lines() for x in line.get_xdata()]
+    assert xs and min(xs) == 0.9
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels and not any("SAViT" in t for t in labels)
+
+
 def _listing(text: str, tag: str) -> str:
     return text.split(f"%% {tag}")[1].split("%%")[0]
 

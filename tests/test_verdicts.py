@@ -289,6 +289,42 @@ def test_accuracy_at_the_same_target_but_unequal_density_is_descriptive():
     assert same["verdict"] == "supported"
 
 
+def test_ticket_random_claim_is_judged_per_method_and_ticket():
+    """E1-ticket-random claims every ticket beats its random control: one verdict per method and
+    ticket (an average over tickets would hide a ticket that does not), and baselines without a
+    random control are no unmatched pairs of it."""
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E1-ticket-random")
+    rows = []
+    for s, g in enumerate([0.05, 0.06, 0.04]):
+        for method, ticket, part, gain in (("dilt", "core", "contiguous2", g),
+                                           ("dilt", "union", "contiguous2", -g),
+                                           ("lth", "mask", "-", g)):
+            rows += [{"method": method, "ticket": ticket, "partition": part, "seed": s,
+                      "control": "ticket", "value": 0.8 + gain},
+                     {"method": method, "ticket": ticket, "partition": part, "seed": s,
+                      "control": "random", "value": 0.8}]
+        rows.append({"method": "snip", "ticket": "mask", "partition": "-", "seed": s,
+                     "mode": "-", "value": 0.7})
+    out = V.evaluate_claims(frame(*rows), [claim], num_classes=10)
+    got = {(v["group"]["method"], v["group"]["ticket"]): v for v in out}
+    assert set(got) == {("dilt", "core"), ("dilt", "union"), ("lth", "mask")}
+    assert [got[k]["verdict"] for k in sorted(got)] == ["supported", "refuted", "supported"]
+    assert all(v["unmatched"] == 0 for v in out)
+
+
+def test_unequal_density_stays_descriptive_when_every_comparison_is_flagged():
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E4-core-lth-sm")
+    tr = {"experiment": "transfer", "dataset": "digits_rot", "target_sparsity": 0.95}
+    rows = []
+    for s in range(3):
+        rows += [{**tr, "ticket": "core", "mode": "source-matched", "seed": s,
+                  "actual_sparsity": 0.99, "value": 0.6, "bottleneck_layers": 1},
+                 {**tr, "method": "lth", "ticket": "mask", "mode": "-", "partition": "-",
+                  "seed": s, "actual_sparsity": 0.95, "value": 0.6}]
+    v = one(frame(*rows), claim)
+    assert v["verdict"] == "descriptive" and "not judged" in v["reason"]
+
+
 def test_claim_pairs_seeds_over_comparisons_every_seed_has():
     """Seeds 0 and 1 are matched only at 90%, seed 2 only at 95%: no comparison has three seeds,
     so the claim is not decided on three seeds from different targets."""
@@ -541,7 +577,8 @@ def test_the_methods_the_claims_name_are_registered():
 
     def named(obj):
         if isinstance(obj, dict):
-            return ({obj["method"]} if "method" in obj else set()) | set().union(*map(named, obj.values()))
+            m = obj.get("method", [])
+            return set(m if isinstance(m, list) else [m]) | set().union(*map(named, obj.values()))
         if isinstance(obj, list):
             return set().union(*map(named, obj))
         return set()

@@ -33,13 +33,15 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from dilt.io import atomic_path  # noqa: E402
+from dilt.report.analysis_tables import MIN_POINTS  # noqa: E402
 
 PANEL_W = 3.4  # inches: one panel per column of a two-column paper, two per full width
 MAX_COLS = 16  # Figure 2 never draws more box columns than this per network
 PCT = (2.0, 98.0)  # Figure 1's robust colour range, percentiles of the off-head entries
-FIG1_NOTE = ("Colour range: 2nd-98th percentile of the entries that do not involve the head; "
-             "the head's row and column are set apart (white gap), values beyond the range "
-             "saturate (colour-bar arrows).")
+FIG1_NOTE = ("Colour range, shared by the panels: from the lowest 2nd to the highest 98th "
+             "percentile of the panels' entries that do not involve the head; the head's row and "
+             "column are set apart (white gap), values beyond the range saturate (colour-bar "
+             "arrows).")
 CMAP_G = "cividis"
 CMAP_CLUSTER = "viridis"
 
@@ -286,13 +288,19 @@ def fig1(analyses):
     nr, nc = _panel_grid(len(groups))
     fig = plt.figure(figsize=(PANEL_W * nc, 3.35 * nr + 0.3), layout="constrained")
     sub = fig.subfigures(nr, nc, squeeze=False) if len(groups) > 1 else np.array([[fig]])
+    means = [_mean_matrix(runs) for _, runs in groups]
+    heads = [len(runs[0]["layer_names"]) - 1 if len(runs[0]["layer_names"]) >= 3 else None
+             for _, runs in groups]
+    # one colour range for every panel, so experts and siblings are read on the same scale
+    ranges = [robust_range(G, h) for (G, _), h in zip(means, heads)]
+    vmin, vmax = min(r[0] for r in ranges), max(r[1] for r in ranges)
     for p, (label, runs) in enumerate(groups):
         sf = sub[p // nc, p % nc]
         ax = sf.add_subplot(1, 1, 1)
-        G, n = _mean_matrix(runs)
+        G, n = means[p]
         names = [_short(x) for x in runs[0]["layer_names"]]
         L = len(names)
-        head = L - 1 if L >= 3 else None
+        head = heads[p]
         pos = np.arange(L, dtype=float)  # centre of each layer's cell
         edges = np.arange(L + 1, dtype=float) - 0.5
         M = G
@@ -303,7 +311,6 @@ def fig1(analyses):
             M = np.full((L + 1, L + 1), np.nan)
             keep = [*range(L - 1), L]
             M[np.ix_(keep, keep)] = G
-        vmin, vmax = robust_range(G, head)
         cmap = plt.get_cmap(CMAP_G).with_extremes(bad="white")
         im = ax.pcolormesh(edges, edges, np.ma.masked_invalid(M), cmap=cmap, vmin=vmin,
                            vmax=vmax, rasterized=True)
@@ -477,9 +484,11 @@ def block_summary(runs: list[dict]) -> list[dict]:
 
 
 def correlation_summary(runs: list[dict], key: str) -> dict:
-    """Mean rho over seeds and the range of permutation p-values for correlation ``key``."""
+    """Mean rho over seeds and the range of permutation p-values for correlation ``key``, over
+    the seeds where it rests on at least :data:`MIN_POINTS` points (the others are not
+    testable, as in the tables and verdicts)."""
     rs = [(_num(c.get("rho")), _num(c.get("p"))) for a in runs
-          if (c := (a.get("correlations") or {}).get(key))]
+          if (c := (a.get("correlations") or {}).get(key)) and (c.get("n") or 0) >= MIN_POINTS]
     rho = np.array([r for r, _ in rs])
     p = np.array([q for _, q in rs])
     rho, p = rho[np.isfinite(rho)], p[np.isfinite(p)]
@@ -491,9 +500,7 @@ def correlation_summary(runs: list[dict], key: str) -> dict:
 
 def _corr_text(c: dict, name: str) -> str:
     if not np.isfinite(c["rho"]):
-        return f"{name}: n/a"
-    if not np.isfinite(c["p_min"]):
-        return f"{name} $\\rho$={c['rho']:.2f}, p n/a (< 3 points)"
+        return f"{name}: not testable (< {MIN_POINTS} points)"
     p = (f"p={c['p_min']:.3g}" if c["p_min"] == c["p_max"]
          else f"p in [{c['p_min']:.3g}, {c['p_max']:.3g}]")
     return f"{name} $\\rho$={c['rho']:.2f}, perm. {p}"
@@ -501,8 +508,9 @@ def _corr_text(c: dict, name: str) -> str:
 
 def fig3(analyses):
     """Figure 3 as a matplotlib figure: per block (cluster, by depth), mean Jaccard(m_1, m_2) with
-    its chance level and mean G_ii side by side, error bars = std over seeds; the layer- and
-    block-level Spearman rho and permutation p under the title."""
+    its chance level and mean G_ii side by side, error bars = std over seeds, each axis on one
+    range for all panels; the layer- and block-level Spearman rho and permutation p under the
+    title (not testable below :data:`MIN_POINTS` points)."""
     groups = _groups(analyses)
     if not groups:
         return _empty("Figure 3")
@@ -510,9 +518,18 @@ def fig3(analyses):
     fig, axes = plt.subplots(nr, nc, figsize=(PANEL_W * nc, 2.5 * nr), squeeze=False,
                              layout="constrained")
     colors = plt.get_cmap(CMAP_G)([0.25, 0.8])
+    summaries = [block_summary(runs) for _, runs in groups]
+
+    def top(key: str) -> float:
+        """The highest bar plus error over every panel: one axis range for all of them."""
+        v = [b[key + "_mu"] + b[key + "_sd"] for bs in summaries for b in bs]
+        v = [x for x in v if np.isfinite(x)]
+        return 1.1 * max(v) if v and max(v) > 0 else 1.0
+
+    jac_top, gw_top = max(top("jaccard"), top("chance_jaccard")), top("gw_ii_mean")
     for p, (label, runs) in enumerate(groups):
         ax = axes[p // nc, p % nc]
-        blocks = block_summary(runs)
+        blocks = summaries[p]
         x = np.arange(len(blocks))
         w = 0.38
         jac = [b["jaccard_mu"] for b in blocks]
@@ -529,6 +546,8 @@ def fig3(analyses):
                 hatch="..", edgecolor="black", linewidth=0.4, error_kw={"elinewidth": 0.6},
                 label="mean $G_{ii}$")
         ax2.set_ylabel("mean $G_{ii}$ (GW distance)", fontsize=7)
+        ax.set_ylim(0, jac_top)
+        ax2.set_ylim(0, gw_top)
         ax.set_xticks(x, [f"{b['block']}\n({len(b['layers'])})" for b in blocks], fontsize=6)
         ax.set_xlim(-0.6, len(blocks) - 0.4)
         ax.set_xlabel("block = cluster, by depth (number of layers)", fontsize=7)

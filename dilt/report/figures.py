@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 
 from dilt.io import atomic_path  # noqa: E402
 from dilt.report.aggregate import collect_imp, read_results  # noqa: E402
-from dilt.report.tables import IMP_METHODS, sort_key, ticket_label  # noqa: E402
+from dilt.report.tables import IMP_METHODS, sort_key, structured, ticket_label  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h"]
 STYLES = ["-", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
@@ -67,9 +67,11 @@ def _panels(d: pd.DataFrame) -> list[tuple[str, str, str, pd.DataFrame]]:
 
 
 def acc_vs_sparsity(df: pd.DataFrame):
-    """T_full top-1 vs actual sparsity, one line per method/ticket/mode, mean +- std over seeds."""
+    """T_full top-1 vs actual sparsity, one line per method/ticket/mode, mean +- std over seeds
+    (structured methods sit on a FLOPs axis, never on this one)."""
     d = df[(df.experiment == "retrain") & (df.split == "full") & (df.metric == "top1")
-           & df.ticket.isin(["dense", "mask", "core", "union"])]
+           & df.ticket.isin(["dense", "mask", "core", "union"])
+           & ~df.method.map(structured).astype(bool)]
     if d.empty:
         return _no_data("no retraining results in this suite")
     panels = _panels(d)

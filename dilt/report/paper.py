@@ -60,7 +60,8 @@ def _group_text(group: dict) -> str:
 
 def _targets(v: dict) -> str:
     ts = sorted({float(c["anchor_target"]) for c in v.get("comparisons", [])
-                 if c.get("anchor_target") is not None and not pd.isna(c["anchor_target"])})
+                 if c.get("counted", True) and c.get("anchor_target") is not None
+                 and not pd.isna(c["anchor_target"])})
     return ", ".join(f"{100 * t:g}" for t in ts) + "\\%" if ts else ""
 
 
