@@ -243,6 +243,11 @@ def test_exp1_marks_flagged_rows(suite_dir, tmp_path):
     assert lth and all("$^\\dagger$" in l and "b1" in l for l in lth)
     dense = next(l for l in tex.splitlines() if "& Dense &" in l)
     assert "dagger" not in dense
+    # the rounds table marks the same rows
+    rounds = tables.exp1_rounds(df, aggregate.collect_imp(suite_dir), "toy")
+    lth = [l for l in rounds.splitlines() if "& LTH &" in l]
+    assert lth and all("$^\\dagger$" in l for l in lth)
+    assert not any("$^\\dagger$" in l for l in rounds.splitlines() if "& COLT" in l)
 
 
 def _fake_inputs(root: Path, suite: str) -> None:

@@ -40,8 +40,8 @@ def structured(method: str) -> bool:
 PROTOCOLS = {"retrain": "$\\theta_0$", "own": "own"}
 FLAG_ABBR = {"bottleneck": "b", "collapsed": "c", "chance": "ch", "failed_source": "f"}
 FLAG_NOTE = ("$^\\dagger$: flagged in at least one seed (column Flags: b bottleneck layer, c "
-             "collapsed (an empty layer), ch accuracy within the chance margin, f built on a failed "
-             "partition run; the number is the count of flagged seeds). Flagged rows are shown "
+             "collapsed (an empty layer), ch accuracy within the chance margin, f from a failed "
+             "IMP run; the number is the count of flagged seeds). Flagged rows are shown "
              "but never count as support for a claim.")
 MODE_ABBR = {"source-matched": "SM", "density-matched": "DM", "-": "-"}
 IMP_METHODS = tuple(iterative_methods())  # from the registry: lth, colt, dilt
@@ -300,7 +300,7 @@ def exp1_rounds(df: pd.DataFrame, imp: pd.DataFrame, suite: str) -> str:
                          "Rounds": _int_range(c["round"]),
                          "Trainings": _int_range(c["trainings"]),
                          "$s$": spars(c.actual_sparsity),
-                         "Top-1 (retrained)": mean_std(c.value),
+                         "Top-1 (retrained)": mean_std(c.value) + dagger(c),
                          "IMP val top-1": mean_std(c.imp_val.dropna())})
         table = pd.DataFrame(rows)
         caption = (f"Experiment 1, {escape(suite)} suite, {escape(model)} on {escape(dataset)}: "
@@ -310,7 +310,9 @@ def exp1_rounds(df: pd.DataFrame, imp: pd.DataFrame, suite: str) -> str:
         notes = (f"{PM}. Trainings: LTH = rounds; COLT and DiLT = $N\\times$rounds ($N$ "
                  "partitions). Rounds and trainings show the range over seeds. IMP val top-1: "
                  "validation accuracy of the model trained in that IMP round (COLT, DiLT: mean "
-                 f"over the partition models, each on its own partition's classes). {MODE_NOTE}")
+                 f"over the partition models, each on its own partition's classes). {MODE_NOTE} "
+                 "$^\\dagger$: flagged in at least one seed (the reasons are in the Flags "
+                 "column of the accuracy table); flagged rows never count as support.")
         blocks.append(latex_table(
             table, caption, f"tab:exp1-rounds-{_label_id(model, dataset)}",
             [escape(c) for c in table.columns[:5]] + ["$s$", "top-1 retrained", "IMP val top-1"],
