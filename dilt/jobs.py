@@ -149,7 +149,7 @@ def imp(suite: Suite, model: str, dataset: str, seed: int, method: str, tag: str
 # -- tickets --------------------------------------------------------------------------------
 def tickets(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dirs: list[str],
             out_dir: str) -> dict:
-    from dilt.tickets import write_tickets
+    from dilt.tickets import failed_run_fraction, write_tickets
 
     n, _ = suite.partition(tag)
     if len(run_dirs) != n:
@@ -167,13 +167,7 @@ def tickets(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
             "provenance": h, "method": "tickets"}
     return write_tickets(run_dirs, suite["sparsities"], out_dir, seed=seed, meta=meta,
                          random_controls=suite["prune"]["random_controls"],
-                         failed_floor=_failed_floor(suite))
-
-
-def _failed_floor(suite: Suite) -> float:
-    from dilt.tickets import failed_run_fraction
-
-    return failed_run_fraction(suite)
+                         failed_floor=failed_run_fraction(suite))
 
 
 # -- retraining (experiments 1 and 3) and transfer (experiment 4) ---------------------------
@@ -488,9 +482,9 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
     probe_x = torch.cat([x for x, _ in batches(ds, idx, 512)])
     result = run_analysis(models, masks, probe_x, weight_layers(models[0]), {**cfg, "seed": seed},
                           feature_cache=caches)
-    from dilt.tickets import failed_round
+    from dilt.tickets import failed_round, failed_run_fraction
 
-    failed = [failed_round(d, _failed_floor(suite)) for d in run_dirs]
+    failed = [failed_round(d, failed_run_fraction(suite)) for d in run_dirs]
     result["flags"] = "failed_source" if any(f is not None and f <= r for f in failed) else ""
     result["meta"] = {"model": model, "dataset": dataset, "seed": seed, "partition": tag,
                       "sparsity": sparsity, "round": r, "probe_size": int(len(idx)),
