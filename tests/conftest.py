@@ -69,6 +69,14 @@ def assert_same_files(fa: dict, fb: dict) -> None:
             assert x.read_bytes() == y.read_bytes(), name
 
 
+def workflow_failure(proc, workdir) -> str:
+    """What a failed Snakemake run in ``workdir`` said, with the error logs of its failed jobs
+    (``logs/**/*.err``), which Snakemake itself does not print."""
+    errs = [f"--- {p.relative_to(workdir)}\n{p.read_text(errors='replace')[-1500:]}"
+            for p in sorted(Path(workdir).glob("logs/**/*.err")) if p.stat().st_size]
+    return "\n".join([proc.stdout[-3000:] + proc.stderr[-3000:], *errs])
+
+
 def planned_jobs(*args, cwd=None, timeout=600) -> dict[str, int]:
     """Jobs per rule that `snakemake -n ... --quiet rules` plans (``args``: targets and options)."""
     import subprocess

@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, workflow_failure
 from test_real_loaders import _cars, _cifar, _imagenet
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def toy_run(tmp_path_factory):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(ROOT / "Snakefile"),
            "--directory", str(wd), "--configfile", str(wd / "config.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, workflow_failure(proc, wd)
     return wd
 
 

@@ -460,3 +460,42 @@ def test_augmentation_replays_from_the_seeds(tmp_path):
     e1 = epoch(5)
     assert torch.equal(e1, epoch(5))
     assert not torch.equal(e1, epoch(6))
+
+
+def test_posterize_keeps_zero_bits_as_deit_did(tmp_path):
+    """At magnitude 10 the 'increasing' posterize asks for 0 bits, which Pillow now refuses;
+    every posterize op of the DeiT transform gives a black image there instead of an error."""
+    from PIL import Image as PILImage
+    from timm.data.auto_augment import RandAugment
+
+    _imagenet(tmp_path)
+    b = load_dataset("imagenet", root=tmp_path, val_fraction=0.2, image_size=SIZE, augment="deit")
+    ra = next(t for t in _ops(b.train.dataset.transform) if isinstance(t, RandAugment))
+    post = [op for op in ra.ops if op.name.startswith("Posterize")]
+    assert post and all(op.level_fn(10, op.hparams) == (0,) for op in post)
+    img = PILImage.fromarray(RNG.integers(1, 256, size=(8, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError):  # what timm's own op does with this Pillow
+        from timm.data.auto_augment import posterize
+        posterize(img, 0)
+    for op in post:
+        assert not np.asarray(op.aug_fn(img, 0)).any()
+        assert np.array_equal(np.asarray(op.aug_fn(img, 3)), np.asarray(img) & 0b11100000)
+        assert op.aug_fn(img, 8) is img
+
+
+def test_scoring_batches_are_augmented_from_their_seed(tmp_path):
+    """A one-off pass (SNIP's and GraSP's batch, CAP's gradients) replays the same augmented
+    tensors whatever the global random state; its seed changes them."""
+    from dilt.data.loader import batches
+
+    _imagenet(tmp_path)
+    b = load_dataset("imagenet", root=tmp_path, val_fraction=0.2, image_size=SIZE, augment="deit")
+    idx = np.arange(len(b.train))
+
+    def draw(state, **kw):
+        _seed_all(state)
+        return torch.cat([x for x, _ in batches(b.train, idx, 4, **kw)])
+
+    a = draw(1)
+    assert torch.equal(a, draw(2)) and torch.equal(draw(3, augment_seed=7), draw(4, augment_seed=7))
+    assert not torch.equal(a, draw(1, augment_seed=7))

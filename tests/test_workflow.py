@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, planned_jobs, tiny_config
+from conftest import ROOT, planned_jobs, tiny_config, workflow_failure
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def snakemake(workdir, *args, timeout=900):
     cmd = [sys.executable, "-m", "snakemake", *args, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, workflow_failure(proc, workdir)
     return proc.stdout + proc.stderr
 
 

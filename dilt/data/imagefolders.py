@@ -161,7 +161,32 @@ def make_transforms(image_size: int = 224, *, augment: str = "basic", crop_fract
                              mean=IMAGENET_MEAN, std=IMAGENET_STD, **options)
     if native:  # as DeiT's build_transform for 32 px inputs: pad-and-crop, no rescaling
         train.transforms[0] = T.RandomCrop(image_size, padding=4)
+    _posterize_to_zero_bits(train)
     return train, evaluate
+
+
+def _posterize(img, bits_to_keep, **_):
+    """RandAugment's posterize as DeiT ran it: keeping 0 bits gives a black image. At magnitude
+    10 (``rand-m9-mstd0.5-inc1`` samples it for about 2% of its ops) timm asks for 0 bits, which
+    Pillow >= 11 refuses with a ValueError, so a long training would stop at a random image."""
+    from PIL import Image, ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _posterize_to_zero_bits(transform) -> None:
+    """Give the posterize ops of any RandAugment in ``transform`` the 0-bit case (in place)."""
+    from timm.data.auto_augment import RandAugment
+
+    for t in getattr(transform, "transforms", []):
+        if isinstance(t, RandAugment):
+            for op in t.ops:
+                if op.name.startswith("Posterize"):
+                    op.aug_fn = _posterize
 
 
 # --- datasets ----------------------------------------------------------------------------------

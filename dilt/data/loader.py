@@ -81,15 +81,16 @@ class _Plan:
     global batch of the epoch set by :meth:`set_epoch`."""
 
     def __init__(self, loader: Loader):
-        self.loader, self.seed = loader, None
+        self.loader, self.seed, self.augment_seed = loader, None, None
 
-    def set_epoch(self, seed: int | None) -> None:
-        self.seed = seed
+    def set_epoch(self, seed: int | None, augment_seed: int | None = None) -> None:
+        self.seed, self.augment_seed = seed, augment_seed
 
     def __iter__(self):
+        a = self.augment_seed
         for b in self.loader._plan(self.seed):
             idx = self.loader.indices[b]
-            yield [(int(i), None if self.seed is None else sample_seed(self.seed, i)) for i in idx]
+            yield [(int(i), None if a is None else sample_seed(a, i)) for i in idx]
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -134,15 +135,18 @@ class Loader:
             if len(mine):
                 yield mine
 
-    def epoch(self, seed: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's batches of one epoch, in the order seeded by ``seed`` (None: as given)."""
+    def epoch(self, seed: int | None = None, augment_seed: int | None = None
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of one epoch, in the order seeded by ``seed`` (None: as given);
+        augmentation seeded by ``augment_seed`` (default ``seed``; both None: unseeded)."""
         if self._mem is not None:
             x, y, pos = self._mem
             for b in self._plan(seed):
                 t = torch.as_tensor(pos[b], dtype=torch.long)
                 yield x[t], y[t]
             return
-        self._sampler.set_epoch(seed)  # before iter(): a persistent loader prefetches at once
+        # before iter(): a persistent loader prefetches at once
+        self._sampler.set_epoch(seed, seed if augment_seed is None else augment_seed)
         for x, y in self._dl:
             yield x, torch.as_tensor(y)
 
@@ -152,10 +156,12 @@ class Loader:
 
 
 def batches(ds: Dataset, indices: np.ndarray | None, batch_size: int, *,
-            shuffle_seed: int | None = None, num_workers: int = 0,
+            shuffle_seed: int | None = None, augment_seed: int = 0, num_workers: int = 0,
             drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One pass of ``(x, y)`` batches over ``ds`` restricted to ``indices`` (a one-off
-    :class:`Loader`, workers not kept); shuffled with ``shuffle_seed`` when given."""
+    :class:`Loader`, workers not kept); shuffled with ``shuffle_seed`` when given. A split with
+    random augmentation is augmented as seeded by ``augment_seed``, so the pass (a scoring
+    batch, a probe) is the same in every process."""
     loader = Loader(ds, indices, batch_size, num_workers=num_workers, drop_last=drop_last,
                     pin_memory=torch.cuda.is_available(), persistent=False)
-    yield from loader.epoch(shuffle_seed)
+    yield from loader.epoch(shuffle_seed, augment_seed)

@@ -39,7 +39,8 @@ def check_options(opts: dict) -> dict:
 
 def gradient_batches(split, num_grads: int, grad_batch: int, seed: int):
     """``num_grads`` batches of ``grad_batch`` training examples drawn without replacement
-    (with replacement only when the split is smaller), labels mapped like the training loop."""
+    (with replacement only when the split is smaller) and augmented with ``seed``, labels mapped
+    like the training loop."""
     from dilt.data.loader import batches
 
     pool = np.arange(len(split.dataset)) if split.indices is None else np.asarray(split.indices)
@@ -47,7 +48,7 @@ def gradient_batches(split, num_grads: int, grad_batch: int, seed: int):
     rng = np.random.default_rng(seed)
     idx = rng.choice(pool, need, replace=need > len(pool))
     lmap = None if split.label_map is None else torch.as_tensor(split.label_map)
-    for x, y in batches(split.dataset, idx, grad_batch):
+    for x, y in batches(split.dataset, idx, grad_batch, augment_seed=seed):
         yield x, (y if lmap is None else lmap[y])
 
 

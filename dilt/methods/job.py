@@ -92,14 +92,14 @@ class MaskJob:
 
     def class_balanced_batch(self, per_class: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         """``per_class`` training examples of every class (fewer where a class has fewer), drawn
-        with the job's seed: the batch SNIP and GraSP score on."""
+        and augmented with the job's seed: the batch SNIP, GraSP and SAViT score on."""
         from dilt.data.loader import batches
 
         ds, targets = self.bundle.split(split)
         rng = np.random.default_rng(self.seed)
         idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(targets == c))[:per_class]
                                       for c in np.unique(targets)]))
-        xs, ys = zip(*batches(ds, idx, 4096))
+        xs, ys = zip(*batches(ds, idx, 4096, augment_seed=self.seed))
         return torch.cat(xs), torch.cat(ys)
 
     def train(self, model: nn.Module, *, name: str, sparsifier=None, mask: Mask | None = None,
