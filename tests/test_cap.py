@@ -194,7 +194,7 @@ def test_gradual_cap_on_a_tiny_vit_hits_every_sparsity_exactly():
     x, y = torch.randn(24, 1, 8, 8), torch.randint(0, 10, (24,))
     mask = Mask.ones(vit, names)
     prev = mask
-    for s in sparsity_schedule(0.8, 0.5, 2):
+    for s in sparsity_schedule([0.8], 0.5, 2):
         fisher = empirical_fisher(vit, names, ((x[i:i + 1], y[i:i + 1]) for i in range(24)), 32, mask)
         assert all(f.shape[1:] == (32, 32) for f in fisher.values())
         mask, est = cap_prune(vit, mask, fisher, s, damp=1e-4)
@@ -209,11 +209,21 @@ def test_gradual_cap_on_a_tiny_vit_hits_every_sparsity_exactly():
 
 def test_block_size_and_schedule():
     assert block_size(3072, 192) == 192 and block_size(100, 192) == 100 and block_size(98, 8) == 14
-    plan = sparsity_schedule(0.9, 0.5, 13)
-    assert plan[0] == 0.5 and len(plan) == 14 and np.isclose(plan[-1], 0.9)
-    assert all(b > a for a, b in zip(plan, plan[1:]))
-    assert all(b - a >= c - b for a, b, c in zip(plan, plan[1:], plan[2:]))   # big steps first
-    assert sparsity_schedule(0.4, 0.5, 13) == [0.4]
+    # the authors' DeiT-S recipe, steps every 20 epochs: 0.5, 0.6, 0.75 and 0.9 at steps 0, 1, 4, 13
+    plan = sparsity_schedule([0.5, 0.7, 0.8, 0.9], 0.5, 13)
+    recipe = [0.5, 0.6, 0.65, 0.7] + [0.75 + 0.15 * k / 9 for k in range(10)]
+    assert len(plan) == 14 and np.allclose(plan, recipe, atol=1e-12)
+    assert {0.5, 0.7, 0.8, 0.9} <= set(plan)                     # every target is a step of the run
+    assert np.allclose(sparsity_schedule([0.9], 0.5, 13), plan)
+    # other ranges keep the shape; targets off the ladder become steps of their own
+    short = sparsity_schedule([0.98, 0.9, 0.95], 0.5, 2)
+    assert np.allclose(short, [0.5, 0.5 + 0.48 * (0.625 + 0.375 * (0.5 - 4 / 13) / (9 / 13)),
+                               0.9, 0.95, 0.98])
+    assert all(b > a for p in (plan, short) for a, b in zip(p, p[1:]))
+    assert sparsity_schedule([0.4], 0.5, 13) == [0.4]
+    assert sparsity_schedule([0.6, 0.8], 0.5, 0) == [0.5, 0.6, 0.8]
+    with pytest.raises(ValueError, match="target sparsities"):
+        sparsity_schedule([0.5, 1.0], 0.5, 13)
 
 
 def test_cap_refuses_a_lower_sparsity_than_the_mask_has():

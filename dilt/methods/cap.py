@@ -57,8 +57,9 @@ def _seed(job_seed: int, target: float, step: int) -> int:
 
 
 def find(job) -> None:
-    """For every target: gradual CAP from the dense model (prune, fine-tune, repeat), then one
-    mask and the fine-tuned model's own accuracy."""
+    """One gradual CAP run from the dense model (prune, fine-tune, repeat) through every target,
+    as the authors' run saves a model at each sparsity it reaches: a target's mask and its own
+    accuracy are taken after the fine-tuning that follows the step pruning to it."""
     from dilt.train import resolve_device
 
     opts = check_options(job.options)
@@ -67,25 +68,27 @@ def find(job) -> None:
                                lr=opts["lr"] or recipe.lr)
     train_split = job.splits()[0]
     device = resolve_device(recipe.device)
-    for t in job.targets:
-        model = job.dense_model().to(device)
-        mask = Mask.ones(model, job.prunable)
-        plan = sparsity_schedule(t, opts["init_sparsity"], opts["steps"])
-        losses = []
-        for i, s in enumerate(plan):
-            grads = gradient_batches(train_split, opts["num_grads"], opts["grad_batch"],
-                                     _seed(job.seed, t, i))
-            fisher = empirical_fisher(model, job.prunable, grads, opts["fisher_block"], mask,
-                                      dtype=_fisher_dtype(device))
-            mask, estimate = cap_prune(model, mask, fisher, s, opts["damp"])
-            del fisher
-            losses.append(sum(estimate.values()))
-            job.train(model, name=f"s{t:g}_step{i}", mask=mask, recipe=tune)
-        epochs = recipe.epochs + len(plan) * tune.epochs
-        extra = {"schedule": plan, "obs_loss": losses, "layer_density": mask.layer_density()}
-        key = job.write_mask(mask, t, epochs=epochs, extra=extra)
-        job.write_record(key, job.evaluate(model), target=t, actual_sparsity=mask.sparsity,
-                         epochs=epochs, extra={"schedule": plan})
+    plan = sparsity_schedule(job.targets, opts["init_sparsity"], opts["steps"])
+    top = plan[-1]
+    model = job.dense_model().to(device)
+    mask = Mask.ones(model, job.prunable)
+    losses = []
+    for i, s in enumerate(plan):
+        grads = gradient_batches(train_split, opts["num_grads"], opts["grad_batch"],
+                                 _seed(job.seed, top, i))
+        fisher = empirical_fisher(model, job.prunable, grads, opts["fisher_block"], mask,
+                                  dtype=_fisher_dtype(device))
+        mask, estimate = cap_prune(model, mask, fisher, s, opts["damp"])
+        del fisher
+        losses.append(sum(estimate.values()))
+        job.train(model, name=f"step{i}", mask=mask, recipe=tune)
+        for t in (t for t in job.targets if t == s):
+            epochs = recipe.epochs + (i + 1) * tune.epochs
+            done = {"schedule": plan[:i + 1]}
+            extra = {**done, "obs_loss": losses[:], "layer_density": mask.layer_density()}
+            key = job.write_mask(mask, t, epochs=epochs, extra=extra)
+            job.write_record(key, job.evaluate(model), target=t, actual_sparsity=mask.sparsity,
+                             epochs=epochs, extra=done)
     job.finish(options={k: opts[k] for k in sorted(opts)})
 
 
@@ -97,9 +100,8 @@ def _fisher_dtype(device) -> torch.dtype:
 
 
 def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:
-    """Fine-tuning segments of a run: one per pruning step of every target's schedule."""
-    steps = sum(len(sparsity_schedule(t, options["init_sparsity"], options["steps"])) for t in targets)
-    return steps, options["prune_every"]
+    """Fine-tuning segments of the run: one per pruning step of its schedule."""
+    return len(sparsity_schedule(targets, options["init_sparsity"], options["steps"])), options["prune_every"]
 
 
 CAP = register_method(Method(

@@ -28,16 +28,22 @@ from torch import nn
 from dilt.masks import Mask
 from dilt.prune.magnitude import keep_count
 
-# The paper's settings for DeiT (Table 6 and the released recipes, research/recipes/*/cap/*vit*)
+# The paper's settings for DeiT-S (Table 6 and the authors' released code, IST-DASLab/CAP:
+# research/recipes/gradual_pruning/cap/300ep_vit_sp=0.40_90.yaml, research/one_shot_pruning.py)
 PAPER = {
     "num_grads": 4096,      # m: gradients in the empirical Fisher
-    "grad_batch": 1,        # examples per gradient (1: per-example gradients)
-    "fisher_block": 192,    # B (ResNet-50 recipes: 256)
-    "damp": 1e-8,           # lambda (ResNet-50 recipes: 1e-7)
+    "grad_batch": 128,      # examples per gradient (the released scripts' --gb 128)
+    "fisher_block": 192,    # B (the ResNet-50 gradual recipe: 256)
+    "damp": 1e-8,           # lambda (also the ResNet-50 gradual recipe's)
     "init_sparsity": 0.5,   # the first, one-shot step of the gradual schedule
-    "steps": 13,            # further pruning steps to the target (14 in all, as 0.5 -> 0.9)
+    "steps": 13,            # further pruning steps to the highest target (0.5 -> 0.9 in 14 steps)
     "prune_every": 20,      # fine-tuning epochs after every pruning step
 }
+
+# The DeiT-S recipe's ladder: 0.5 at its first step, then linear pieces through 0.6 (step 1) and
+# 0.75 (step 4) to 0.9 (step 13); as (fraction of the steps, fraction of the way from the first
+# to the last sparsity), so other ranges and step counts keep its shape.
+RECIPE_KNOTS = ((0.0, 0.0), (1 / 13, 0.25), (4 / 13, 0.625), (1.0, 1.0))
 
 
 def block_size(numel: int, wanted: int) -> int:
@@ -225,13 +231,18 @@ def cap_prune(model: nn.Module, mask: Mask, fisher: Mapping[str, torch.Tensor], 
     return Mask(out), estimate
 
 
-def sparsity_schedule(target: float, init_sparsity: float, steps: int) -> list[float]:
-    """Sparsities of the gradual run: one-shot to ``min(init_sparsity, target)``, then ``steps``
-    steps to ``target`` on the cubic schedule (large steps first, as the recipes' linear pieces
-    from 0.5 over 0.6 and 0.75 to 0.9 do)."""
-    if not 0 < target < 1:
-        raise ValueError(f"target sparsity must lie in (0, 1), got {target}")
-    first = min(init_sparsity, target)
-    if first >= target or steps == 0:
-        return [target]
-    return [first] + [target + (first - target) * (1 - i / steps) ** 3 for i in range(1, steps + 1)]
+def sparsity_schedule(targets: Sequence[float], init_sparsity: float, steps: int) -> list[float]:
+    """Sparsities of one gradual run that passes every target, as the authors' run saves a model
+    at each sparsity it reaches: one-shot to ``min(init_sparsity, lowest target)``, then ``steps``
+    steps to the highest target along the recipe's linear pieces (:data:`RECIPE_KNOTS`), with
+    every target a step of its own (a ladder step within 1e-9 of a target is that target)."""
+    import numpy as np
+
+    targets = sorted({float(t) for t in targets})
+    if not targets or not all(0 < t < 1 for t in targets):
+        raise ValueError(f"target sparsities must lie in (0, 1), got {targets}")
+    first, top = min(init_sparsity, targets[0]), targets[-1]
+    xs, ys = zip(*RECIPE_KNOTS)
+    ladder = [first + (top - first) * float(np.interp(i / steps, xs, ys)) for i in range(1, steps + 1)]
+    plan = [first] + [s for s in ladder if first < s < top and all(abs(s - t) > 1e-9 for t in targets)]
+    return sorted(set(plan) | set(targets))
