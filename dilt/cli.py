@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         if torch.cuda.is_available():  # CPU kernels are deterministic already; the switch
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # costs a second of
             torch.use_deterministic_algorithms(True, warn_only=True)     # imports per job
-        return _dispatch(args, suite)
+        code = _dispatch(args, suite)
+        platform.shutdown()  # under torchrun: leave the process group together
+        return code
     except (config.ConfigError, FileNotFoundError, KeyError, ValueError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"dilt {args.stage}: error: {msg}", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dilt import platform
 from dilt import provenance as prov
 from dilt.config import Suite, val_fraction
 from dilt.data import DataBundle, load_dataset
@@ -125,6 +126,7 @@ def find(suite: Suite, method: str, model: str, dataset: str, seed: int, tag: st
                   out_dir=Path(out_dir), theta0=Path(theta0), partition=tag, part=part,
                   dense=Path(dense) if dense else None, log=log, provenance=h)
     m.find(job)
+    platform.barrier()  # the manifest is rank 0's
     manifest = read_json(Path(out_dir) / MANIFEST)
     if own_protocol(method):
         rows = own_records(out_dir, manifest, model=model, dataset=dataset, seed=seed,
@@ -294,6 +296,7 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
                 save_state(work / f"{e.key}.safetensors", net, seed=seed, provenance=provenance)
             write_json(done, {"best_epoch": res.best_epoch, "val_top1": res.best_val_top1,
                               "test": scores, "provenance": provenance, "start": tag})
+            platform.barrier()  # under DDP rank 0 alone writes: the others wait to read it
             (work / f"{stem}.ckpt").unlink(missing_ok=True)
         result = read_json(done)
         for split, value in result["test"].items():

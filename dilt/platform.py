@@ -93,6 +93,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s buffers (BatchNorm statistics: each rank updated them from
+    its own share of the last batches), so all evaluate the model rank 0 saves."""
+    if is_distributed():
+        for b in module.buffers():
+            dist.broadcast(b, src=src)
+
+
 def broadcast_object(obj, src: int = 0):
     """Rank ``src``'s ``obj`` on every rank (pickled; tensors come back on the CPU)."""
     if not is_distributed():

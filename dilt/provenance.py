@@ -12,6 +12,7 @@ Seeds derived from the run seed live here too (one definition per name).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dilt.io import settings_hash
@@ -149,16 +150,24 @@ def claim_dir(out_dir, settings: dict, *, log=None) -> str:
 
     A directory left by a run with other settings is emptied, with one line saying what changed
     (nothing stale is ever resumed or reused); temporary files of a killed writer are removed.
+    Under DDP rank 0 does this while the other ranks wait.
     """
+    from dilt import platform
+
+    h = digest(settings)
+    if platform.is_main():
+        _claim(Path(out_dir), settings, h, log)
+    platform.barrier()
+    return h
+
+
+def _claim(out: Path, settings: dict, h: str, log) -> None:
     import json
     import shutil
     import sys
-    from pathlib import Path
 
     from dilt.io import clean_orphans, write_json
 
-    out = Path(out_dir)
-    h = digest(settings)
     meta = out / "settings.json"
     if meta.exists():
         try:
@@ -179,4 +188,3 @@ def claim_dir(out_dir, settings: dict, *, log=None) -> str:
     clean_orphans(out)
     if not meta.exists():
         write_json(meta, {"provenance": h, "settings": settings})
-    return h

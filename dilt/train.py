@@ -528,6 +528,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
             seen += len(x)
         stats = platform.all_reduce_sum(torch.stack([total, torch.tensor(float(seen), dtype=torch.float64,
                                                                         device=device)]))
+        platform.broadcast_buffers(model)
         val = _evaluate_loader(c.eval_forward, model, val_loader, val_split.label_map, c)
         row = {"epoch": epoch, "lr": recipe.lr_at(epoch),
                "train_loss": float(stats[0] / max(float(stats[1]), 1.0)), "val_top1": val}

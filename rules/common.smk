@@ -60,16 +60,27 @@ def reported_item(path, name, category):
 def res(stage, training=False):
     """Resources of a stage from the suite (`gpu`, `runtime` minutes, `mem_mb`, `cpus_per_task`);
     a training job's GPU count comes from the suite's `ddp` for its model and data set.
+    `training` may be a test of the job's wildcards (a find job trains unless its method is
+    one-shot: SNIP, GraSP and random masks score once, with no use for DDP ranks).
     """
-    r = {"gpu": 0, "runtime": 30, "mem_mb": 4000, "cpus_per_task": 1}
+    # nodes 1: a job's GPUs on one node (torchrun --standalone sees only its own node's)
+    r = {"gpu": 0, "runtime": 30, "mem_mb": 4000, "cpus_per_task": 1, "nodes": 1}
     r.update(S.get("resources", {}).get("default", {}))
     r.update(S.get("resources", {}).get(stage, {}))
     if training:
         default = r["gpu"]
-        r["gpu"] = lambda wc: W.gpus(
-            S, wc.model, getattr(wc, "target", wc.dataset), default
+        trains = training if callable(training) else (lambda wc: True)
+        r["gpu"] = lambda wc: (
+            W.gpus(S, wc.model, getattr(wc, "target", wc.dataset), default)
+            if trains(wc)
+            else min(default, 1)
         )
     return r
+
+
+def trains_in_find(wc):
+    """Whether a find job trains (every method but the one-shot ones)."""
+    return get_method(wc.method).kind != "one-shot"
 
 
 def launch(wc, resources):

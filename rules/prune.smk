@@ -77,7 +77,7 @@ rule find:
         ENV
     threads: 1
     resources:
-        **res("imp", training=True),
+        **res("imp", training=trains_in_find),
     params:
         launch=launch,
         prov=prov(find_settings),

@@ -66,6 +66,7 @@ rule paper:
         results=f"{R}/results.csv",
         tables=TABLES,
         figures=FIGURES,
+        analyses=ANALYSES,
         tex="paper/main.tex",
     output:
         reported_item(PAPER_PDF, "paper", "Paper"),

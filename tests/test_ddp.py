@@ -108,3 +108,60 @@ def test_gloo_ddp_matches_single_process(tmp_path):
     assert diff < TOL, diff
     assert res.best_epoch == ranks[0]["best_epoch"]
     assert res.history[-1]["val_top1"] == pytest.approx(ranks[0]["history"][-1], abs=2 / 360)
+
+
+JOB_WORKER = """
+import hashlib, json, sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads(1)
+from dilt import platform, provenance
+from dilt.data import load_dataset
+from dilt.models import build_model, prunable_names
+from dilt.prune.imp import Part, run_imp
+from dilt.train import Recipe, Split, train
+
+platform.init_from_env("cpu")
+out = {out!r}
+provenance.claim_dir(out + "/run", {{"x": 1}})
+data = load_dataset("digits", seed=0)
+recipe = Recipe(epochs=1, batch_size=64, lr=0.05, device="cpu")
+def make():
+    torch.manual_seed(0)
+    return build_model("mlp", 10, data.input_shape)
+parts = [Part(make, Split(data.train), Split(data.val), Split(data.test))] * 2
+summary = run_imp(parts, prunable_names(make()), [0.5, 0.75], 0.5, recipe, out + "/run", seed=0,
+                  meta={{"provenance": "p"}})
+torch.manual_seed(0)
+cnn = build_model("cnn", 10, data.input_shape)
+train(cnn, Split(data.train), Split(data.val), recipe, seed=0)
+bufs = hashlib.sha256(b"".join(b.numpy().tobytes() for b in cnn.buffers())).hexdigest()
+got = platform.gather_object({{"rank": platform.rank(), "rounds": summary["final_round"], "bufs": bufs}})
+if platform.is_main():
+    with open(out + "/ranks.json", "w") as f:
+        json.dump(got, f)
+platform.shutdown()
+"""
+
+
+def test_ranks_read_what_rank_0_wrote_and_share_its_batchnorm_statistics(tmp_path):
+    """A job under torchrun: every rank waits for rank 0's files before reading them (the IMP
+    rounds' records, a stale run directory emptied once), and evaluates rank 0's BatchNorm
+    statistics (each rank updates its own from its share of the batches)."""
+    stale = tmp_path / "run"
+    stale.mkdir()
+    (stale / "settings.json").write_text(json.dumps({"provenance": "old", "settings": {}}))
+    for i in range(300):
+        (stale / f"old_{i}.bin").write_bytes(b"x")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    script = tmp_path / "worker.py"
+    script.write_text(JOB_WORKER.format(root=str(ROOT), out=str(tmp_path)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-20000:]
+    ranks = json.loads((tmp_path / "ranks.json").read_text())
+    assert [r["rounds"] for r in ranks] == [2, 2]
+    assert ranks[0]["bufs"] == ranks[1]["bufs"]
+    assert not list(stale.glob("old_*")) and json.loads((stale / "settings.json").read_text())["settings"] == {"x": 1}
+    assert sorted(p.name for p in stale.glob("round_r*.json")) == [f"round_r{r}_p{k}.json" for r in range(3)
+                                                                   for k in (1, 2)]

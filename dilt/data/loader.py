@@ -115,8 +115,10 @@ class Loader:
         self._dl = None
         if self._mem is None:
             self._sampler = _Plan(self)
+            # its own generator: starting an epoch's iterator then draws nothing from the global
+            # one, so a resumed run's first epoch sees the global RNG an uninterrupted run sees
             self._dl = DataLoader(_Seeded(ds), batch_sampler=self._sampler, num_workers=num_workers,
-                                  pin_memory=pin_memory,
+                                  pin_memory=pin_memory, generator=torch.Generator().manual_seed(0),
                                   persistent_workers=persistent and num_workers > 0)
 
     def __len__(self) -> int:

@@ -99,8 +99,15 @@ class MaskJob:
         rng = np.random.default_rng(self.seed)
         idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(targets == c))[:per_class]
                                       for c in np.unique(targets)]))
-        xs, ys = zip(*batches(ds, idx, 4096, augment_seed=self.seed))
-        return torch.cat(xs), torch.cat(ys)
+        x = y = None
+        at = 0
+        for xb, yb in batches(ds, idx, 4096, augment_seed=self.seed):  # filled in place: at 224 px
+            if x is None:                                                # a list and its cat would
+                x = xb.new_empty((len(idx), *xb.shape[1:]))              # hold the batch twice
+                y = yb.new_empty((len(idx), *yb.shape[1:]))
+            x[at:at + len(xb)], y[at:at + len(yb)] = xb, yb
+            at += len(xb)
+        return x, y
 
     def train(self, model: nn.Module, *, name: str, sparsifier=None, mask: Mask | None = None,
               recipe=None):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from torch import nn
 
+from dilt import platform
 from dilt.io import FileCheckError, read_json, write_json
 from dilt.masks import Mask
 from dilt.models.state import load_state, save_state
@@ -104,6 +105,7 @@ def run_imp(parts: Sequence[Part], prunable: Sequence[str], targets: Sequence[fl
                     "test_top1": evaluate(model, part.test, recipe), "epochs": res.epochs_run,
                     "weights_hash": whash, "mask_hash": mask.content_hash(),
                     "provenance": meta.get("provenance", "")})
+                platform.barrier()  # under DDP rank 0 alone writes: the others wait to read it
                 ckpt.unlink(missing_ok=True)
             models.append(model)
         rounds += [read_json(out / f"round_r{r}{suffix(k)}.json") for k in range(n)]
@@ -117,6 +119,7 @@ def run_imp(parts: Sequence[Part], prunable: Sequence[str], targets: Sequence[fl
                "sparsity_by_round": [round(Mask.load(out / f"mask_r{i}.safetensors").sparsity, 8)
                                      for i in range(r + 1)]}
     write_json(out / "imp_summary.json", summary)
+    platform.barrier()
     return summary
 
 
