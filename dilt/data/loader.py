@@ -66,7 +66,7 @@ class _Seeded(Dataset):
             saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(s)
         np.random.seed(s % 2**32)
-        torch.manual_seed(s)
+        torch.default_generator.manual_seed(s)  # the CPU's only: a GPU's stream is the training's
         try:
             return self.ds[i]
         finally:
