@@ -266,3 +266,46 @@ def test_unsupported_models_and_options_are_one_line_errors():
         sv.gate_taylor(tiny_vit(), [], curvature="newton")
     with pytest.raises(sv.SAViTError, match="model Linear"):
         sv.check_vit(torch.nn.Linear(2, 2))
+
+
+def test_under_ddp_only_rank_0_builds_the_scoring_batch(tmp_path, monkeypatch):
+    """Another rank receives rank 0's scores instead of loading 32,000 images itself, and makes
+    the same masks from them."""
+    import yaml
+    from conftest import tiny_config
+
+    from dilt import config, jobs, platform
+    from dilt.masks import Mask
+    from dilt.methods import get_method
+    from dilt.methods.job import MaskJob, read_manifest
+
+    opts = {"flops_keep": [0.5], "per_class": 3, "curvature": "fisher", "finetune_epochs": 0}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(models={"vit_tiny": {}}, methods=["savit"],
+                                                method_options={"savit": opts})))
+    suite = config.load(path)
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(suite, "vit_tiny", "digits", 0, str(theta0))
+
+    def job(name):
+        (tmp_path / name).mkdir()
+        return MaskJob(suite=suite, method="savit", model="vit_tiny", dataset="digits", seed=0,
+                       out_dir=tmp_path / name, theta0=theta0, dense=theta0)
+
+    sent = []
+    monkeypatch.setattr(platform, "broadcast_object", lambda obj, src=0: sent.append(obj) or obj)
+    get_method("savit").find(job("rank0"))
+    (g, h, n), = sent
+    assert n == 30 and g.ndim == 1 and h.shape == (len(g), len(g))
+
+    def no_batch(*_a, **_k):
+        raise AssertionError("a rank other than 0 built the scoring batch")
+
+    monkeypatch.setattr(platform, "is_main", lambda: False)
+    monkeypatch.setattr(platform, "broadcast_object", lambda obj, src=0: (g, h, n))
+    monkeypatch.setattr(MaskJob, "class_balanced_batch", no_batch)
+    get_method("savit").find(job("rank1"))
+    a, b = read_manifest(tmp_path / "rank0"), read_manifest(tmp_path / "rank1")
+    assert [e["flops"] for e in a["masks"]] == [e["flops"] for e in b["masks"]]
+    for e in a["masks"]:
+        assert Mask.load(tmp_path / "rank0" / e["file"]) == Mask.load(tmp_path / "rank1" / e["file"])

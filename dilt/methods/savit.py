@@ -55,10 +55,8 @@ def find(job) -> None:
     device = resolve_device(job.recipe.device)
     dense = job.dense_model().to(device)
     sv.check_vit(dense)
-    x, y = job.class_balanced_batch(opts["per_class"])
-    bs = opts["batch_size"]
-    batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]
-    g, h = sv.gate_taylor(dense, batches, curvature=opts["curvature"])
+    g, h, n = _scores(job, dense, opts)
+    g, h = g.to(device), h.to(device)
     dense_flops = sv.vit_flops(dense)
     recipe = job.recipe
     if opts["finetune_epochs"] is not None:
@@ -82,8 +80,24 @@ def find(job) -> None:
         job.write_record(key, scores, target=target, actual_sparsity=wmask.sparsity,
                          epochs=recipe.epochs, extra={**extra, "params": sv.param_count(small),
                                                       "params_dense": sv.param_count(dense)})
-    job.finish(scoring_examples=len(y), per_class=opts["per_class"], curvature=opts["curvature"],
+    job.finish(scoring_examples=n, per_class=opts["per_class"], curvature=opts["curvature"],
                flops_dense=dense_flops, axis="flops")
+
+
+def _scores(job, dense, opts) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The gates' gradient and curvature on the scoring batch, and its size. Under DDP rank 0
+    alone builds the batch (32,000 images at 224 px are about 19 GB) and the others receive its
+    scores."""
+    from dilt import platform
+
+    got = None
+    if platform.is_main():
+        x, y = job.class_balanced_batch(opts["per_class"])
+        bs = opts["batch_size"]
+        batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]
+        got = (*sv.gate_taylor(dense, batches, curvature=opts["curvature"]), len(y))
+        del x, y, batches
+    return platform.broadcast_object(got)
 
 
 def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:
