@@ -414,11 +414,12 @@ def exp4_transfer(df: pd.DataFrame, suite: str) -> str:
                    f"{escape(source)}, applied to a new initialisation and trained on each "
                    "target dataset; top-1 (\\%) on the target's test set, mean $\\pm$ std over "
                    f"{_seed_text(g)}.")
-        notes = (f"{PM}. Control random: a random mask with the ticket's per-layer densities. "
-                 f"{FLAG_NOTE} {MODE_NOTE}")
+        notes = (f"{PM}. Sparsity: the target sparsity the mask was found for on the source; "
+                 "$s$: its actual sparsity. Control random: a random mask with the ticket's "
+                 f"per-layer densities. {FLAG_NOTE} {MODE_NOTE}")
         table = table[[c for c in table.columns if c != "Flags"] + ["Flags"]]
         raw = ["Target"] + [c for c in table.columns if c.startswith(("s", "top1"))]
-        header = (["Target", "Partition", "Ticket", "Control"] + ["$s$", "top-1"] * len(targets)
+        header = (["Sparsity", "Partition", "Ticket", "Control"] + ["$s$", "top-1"] * len(targets)
                   + ["Flags"])
         blocks.append(latex_table(table, caption, f"tab:exp4-{_label_id(model, source)}", header,
                                   raw, notes, groups=[(escape(ds), 2) for ds in targets] +
