@@ -221,7 +221,7 @@ def test_block_size_and_schedule():
                                0.9, 0.95, 0.98])
     assert all(b > a for p in (plan, short) for a, b in zip(p, p[1:]))
     assert sparsity_schedule([0.4], 0.5, 13) == [0.4]
-    assert sparsity_schedule([0.6, 0.8], 0.5, 0) == [0.5, 0.6, 0.8]
+    assert sparsity_schedule([0.6, 0.8], 0.5, 0) == [0.6, 0.8]     # steps 0: one-shot per target
     with pytest.raises(ValueError, match="target sparsities"):
         sparsity_schedule([0.5, 1.0], 0.5, 13)
 

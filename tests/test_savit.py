@@ -268,44 +268,45 @@ def test_unsupported_models_and_options_are_one_line_errors():
         sv.check_vit(torch.nn.Linear(2, 2))
 
 
-def test_under_ddp_only_rank_0_builds_the_scoring_batch(tmp_path, monkeypatch):
-    """Another rank receives rank 0's scores instead of loading 32,000 images itself, and makes
-    the same masks from them."""
+def test_under_ddp_each_rank_scores_its_share_and_the_sums_are_the_whole_batchs(tmp_path, monkeypatch):
+    """Under DDP each rank loads and scores only its share of the scoring batch; the ranks'
+    summed parts are the single-process scores."""
     import yaml
     from conftest import tiny_config
 
     from dilt import config, jobs, platform
-    from dilt.masks import Mask
-    from dilt.methods import get_method
-    from dilt.methods.job import MaskJob, read_manifest
+    from dilt.methods import savit as method
+    from dilt.methods.job import MaskJob
 
-    opts = {"flops_keep": [0.5], "per_class": 3, "curvature": "fisher", "finetune_epochs": 0}
+    opts = {**method.OPTIONS, "per_class": 3, "curvature": "fisher"}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config(models={"vit_tiny": {}}, methods=["savit"],
                                                 method_options={"savit": opts})))
     suite = config.load(path)
     theta0 = tmp_path / "theta0.safetensors"
     jobs.init(suite, "vit_tiny", "digits", 0, str(theta0))
+    job = MaskJob(suite=suite, method="savit", model="vit_tiny", dataset="digits", seed=0,
+                  out_dir=tmp_path, theta0=theta0, dense=theta0)
+    dense = job.dense_model()
+    g, h, n = method._scores(job, dense, opts)
+    assert n == 30 and h.shape == (len(g), len(g)) == (sv.gate_count(dense),) * 2
 
-    def job(name):
-        (tmp_path / name).mkdir()
-        return MaskJob(suite=suite, method="savit", model="vit_tiny", dataset="digits", seed=0,
-                       out_dir=tmp_path / name, theta0=theta0, dense=theta0)
+    loaded, parts = [], []
+    real = MaskJob.class_balanced_batch
 
-    sent = []
-    monkeypatch.setattr(platform, "broadcast_object", lambda obj, src=0: sent.append(obj) or obj)
-    get_method("savit").find(job("rank0"))
-    (g, h, n), = sent
-    assert n == 30 and g.ndim == 1 and h.shape == (len(g), len(g))
+    def spy(self, *a, **k):
+        x, y = real(self, *a, **k)
+        loaded.append(len(y))
+        return x, y
 
-    def no_batch(*_a, **_k):
-        raise AssertionError("a rank other than 0 built the scoring batch")
-
-    monkeypatch.setattr(platform, "is_main", lambda: False)
-    monkeypatch.setattr(platform, "broadcast_object", lambda obj, src=0: (g, h, n))
-    monkeypatch.setattr(MaskJob, "class_balanced_batch", no_batch)
-    get_method("savit").find(job("rank1"))
-    a, b = read_manifest(tmp_path / "rank0"), read_manifest(tmp_path / "rank1")
-    assert [e["flops"] for e in a["masks"]] == [e["flops"] for e in b["masks"]]
-    for e in a["masks"]:
-        assert Mask.load(tmp_path / "rank0" / e["file"]) == Mask.load(tmp_path / "rank1" / e["file"])
+    monkeypatch.setattr(MaskJob, "class_balanced_batch", spy)
+    monkeypatch.setattr(platform, "world_size", lambda: 2)
+    monkeypatch.setattr(platform, "all_reduce_sum", lambda t: parts.append(t.clone()) or t)
+    for r in (0, 1):
+        monkeypatch.setattr(platform, "rank", lambda r=r: r)
+        method._scores(job, dense, opts)
+    assert loaded == [15, 15]
+    g_sum, h_sum, count = (parts[k] + parts[k + 3] for k in range(3))
+    assert int(count) == n
+    assert torch.allclose(g_sum / count, g, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(h_sum / count, h, rtol=1e-9, atol=1e-12)

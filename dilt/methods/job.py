@@ -90,15 +90,17 @@ class MaskJob:
         tr, va, _ = full_splits(self.bundle)
         return tr, va, test_splits(self.bundle, None)
 
-    def class_balanced_batch(self, per_class: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    def class_balanced_batch(self, per_class: int, split: str = "train", *,
+                             shard: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
         """``per_class`` training examples of every class (fewer where a class has fewer), drawn
-        and augmented with the job's seed: the batch SNIP, GraSP and SAViT score on."""
+        and augmented with the job's seed: the batch SNIP, GraSP and SAViT score on. ``shard``
+        (rank, ranks): only every ranks-th example from the rank-th, a DDP rank's share."""
         from dilt.data.loader import batches
 
         ds, targets = self.bundle.split(split)
         rng = np.random.default_rng(self.seed)
         idx = np.sort(np.concatenate([rng.permutation(np.flatnonzero(targets == c))[:per_class]
-                                      for c in np.unique(targets)]))
+                                      for c in np.unique(targets)]))[shard[0]::shard[1]]
         x = y = None
         at = 0
         for xb, yb in batches(ds, idx, 4096, augment_seed=self.seed):  # filled in place: at 224 px

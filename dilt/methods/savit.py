@@ -56,7 +56,6 @@ def find(job) -> None:
     dense = job.dense_model().to(device)
     sv.check_vit(dense)
     g, h, n = _scores(job, dense, opts)
-    g, h = g.to(device), h.to(device)
     dense_flops = sv.vit_flops(dense)
     recipe = job.recipe
     if opts["finetune_epochs"] is not None:
@@ -85,19 +84,25 @@ def find(job) -> None:
 
 
 def _scores(job, dense, opts) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The gates' gradient and curvature on the scoring batch, and its size. Under DDP rank 0
-    alone builds the batch (32,000 images at 224 px are about 19 GB) and the others receive its
-    scores."""
+    """The gates' gradient and curvature (on the CPU) over the scoring batch, and its size.
+    Under DDP each rank loads and scores its share of the batch (32,000 images at 224 px are
+    about 19 GB, and the exact Hessian takes hours) and the ranks sum their parts."""
     from dilt import platform
 
-    got = None
-    if platform.is_main():
-        x, y = job.class_balanced_batch(opts["per_class"])
-        bs = opts["batch_size"]
-        batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]
-        got = (*sv.gate_taylor(dense, batches, curvature=opts["curvature"]), len(y))
-        del x, y, batches
-    return platform.broadcast_object(got)
+    x, y = job.class_balanced_batch(opts["per_class"], shard=(platform.rank(), platform.world_size()))
+    bs = opts["batch_size"]
+    batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]
+    if platform.world_size() == 1:
+        return (*sv.gate_taylor(dense, batches, curvature=opts["curvature"]), len(y))
+    n_gates = sv.gate_count(dense)
+    g, h = (sv.gate_taylor(dense, batches, curvature=opts["curvature"]) if len(y) else
+            (torch.zeros(n_gates, dtype=torch.float64), torch.zeros(n_gates, n_gates, dtype=torch.float64)))
+    device = next(dense.parameters()).device     # NCCL reduces on the GPU
+    parts = [t.to(device) for t in (g * len(y), h * len(y), torch.tensor(float(len(y)), dtype=torch.float64))]
+    for t in parts:
+        platform.all_reduce_sum(t)
+    g_sum, h_sum, n = (t.cpu() for t in parts)
+    return g_sum / n, h_sum / n, int(n)
 
 
 def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:

@@ -235,12 +235,15 @@ def sparsity_schedule(targets: Sequence[float], init_sparsity: float, steps: int
     """Sparsities of one gradual run that passes every target, as the authors' run saves a model
     at each sparsity it reaches: one-shot to ``min(init_sparsity, lowest target)``, then ``steps``
     steps to the highest target along the recipe's linear pieces (:data:`RECIPE_KNOTS`), with
-    every target a step of its own (a ladder step within 1e-9 of a target is that target)."""
+    every target a step of its own (a ladder step within 1e-9 of a target is that target).
+    ``steps`` 0: one pruning step per target, nothing in between."""
     import numpy as np
 
     targets = sorted({float(t) for t in targets})
     if not targets or not all(0 < t < 1 for t in targets):
         raise ValueError(f"target sparsities must lie in (0, 1), got {targets}")
+    if steps == 0:  # one-shot to each target in turn
+        return targets
     first, top = min(init_sparsity, targets[0]), targets[-1]
     xs, ys = zip(*RECIPE_KNOTS)
     ladder = [first + (top - first) * float(np.interp(i / steps, xs, ys)) for i in range(1, steps + 1)]

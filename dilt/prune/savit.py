@@ -231,8 +231,9 @@ def gate_taylor(model: nn.Module, batches, *, loss_fn=cross_entropy, curvature: 
                 chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, H): the mean gradient and curvature of the loss w.r.t. all gates at alpha = 1, in the
     flat order heads, hidden, embed (see :meth:`Structure.flat`), averaged over ``batches``
-    (an iterable of (x, y)). ``curvature="hessian"``: the exact Hessian by Hessian-vector products
-    (``chunk`` at a time); ``"fisher"``: the empirical Fisher of per-example gate gradients."""
+    (an iterable of (x, y)), accumulated in float64 on the model's device and returned on the
+    CPU. ``curvature="hessian"``: the exact Hessian by Hessian-vector products (``chunk`` at a
+    time); ``"fisher"``: the empirical Fisher of per-example gate gradients."""
     if curvature not in CURVATURES:
         raise SAViTError(f"savit: curvature {curvature!r} is not one of {', '.join(CURVATURES)}")
     check_vit(model)
@@ -241,8 +242,8 @@ def gate_taylor(model: nn.Module, batches, *, loss_fn=cross_entropy, curvature: 
     p = next(model.parameters())
     was_training = model.training
     model.eval()
-    g_sum = torch.zeros(n, dtype=torch.float64)
-    h_sum = torch.zeros(n, n, dtype=torch.float64)
+    g_sum = torch.zeros(n, dtype=torch.float64, device=p.device)
+    h_sum = torch.zeros(n, n, dtype=torch.float64, device=p.device)
     count = 0
     with _unfused(model):
         for x, y in batches:
@@ -267,8 +268,14 @@ def gate_taylor(model: nn.Module, batches, *, loss_fn=cross_entropy, curvature: 
     model.train(was_training)
     if count == 0:
         raise SAViTError("savit: no scoring batches were given")
-    h = h_sum / count
-    return g_sum / count, (h + h.T) / 2
+    h = h_sum.cpu() / count
+    return g_sum.cpu() / count, (h + h.T) / 2
+
+
+def gate_count(model: nn.Module) -> int:
+    """How many gates :func:`gate_taylor` scores: heads, MLP neurons and embedding dims."""
+    L, H, M, D = dims_of(model)
+    return L * H + L * M + D
 
 
 def _hessian_rows(grad: torch.Tensor, alpha: torch.Tensor, chunk: int) -> torch.Tensor:
