@@ -6,7 +6,10 @@
   mask-finding run (IMP trains rounds 0..R, R = ``len(schedule(targets, rate))`` from
   :func:`dilt.prune.magnitude.schedule`: LTH on the full data, DiLT once per partition on D_k,
   COLT N models per round on their D_k; RigL one sparse training per target; CAP its fine-tuning
-  steps per target; SAViT its fine-tuning per FLOPs target; SNIP, GraSP and random masks none);
+  steps per target; SAViT its fine-tuning per FLOPs target; SNIP, GraSP and random masks none),
+  and as the stage ``score`` what it computes besides training, in training-image equivalents
+  (each method's ``scoring``: CAP's Fisher gradients, SAViT's gradients and exact Hessian,
+  SNIP's and GraSP's scoring batches);
   and the retraining of every mask and random control the retrain jobs list
   (:func:`dilt.workflow.entries`), DiLT's core and union tickets included.
 * **2 analysis**: no training; the forward passes of the probe set through the N partition
@@ -93,19 +96,26 @@ def data_facts(spec: dict, dataset: str) -> tuple[int, int, int]:
     return n - n_va, n_va, int(side)
 
 
+@lru_cache(maxsize=32)
+def meta_model(model: str, side: int, channels: int, num_classes: int, options: tuple = ()):
+    """``model`` built on the meta device (shapes, nothing allocated)."""
+    import torch
+
+    from dilt.models import build_model
+
+    with torch.device("meta"):
+        return build_model(model, num_classes, (channels, side, side), **dict(options))
+
+
 @lru_cache(maxsize=64)
 def model_flops(model: str, side: int, channels: int, num_classes: int, options: tuple = ()) -> float:
     """Forward FLOPs of one image (counted on the meta device: nothing is allocated)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dilt.models import build_model
-
-    with torch.device("meta"):
-        net = build_model(model, num_classes, (channels, side, side), **dict(options))
-        x = torch.empty(1, channels, side, side)
+    net = meta_model(model, side, channels, num_classes, options)
     with FlopCounterMode(display=False) as fc:
-        net(x)
+        net(torch.empty(1, channels, side, side, device="meta"))
     return float(fc.get_total_flops())
 
 
@@ -213,7 +223,7 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
     partition schemes: trainings, epochs, images processed and GPU-hours. ``measured``:
     ``{"<model>@<side>": images/s}``, preferred to the cited throughputs."""
     from dilt import workflow as W
-    from dilt.methods import ticket_method
+    from dilt.methods import ScoringFacts, get_method, ticket_method
     from dilt.provenance import FULL
 
     spec = suite.spec
@@ -221,12 +231,19 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
     seeds = len(spec["seeds"])
     rows: dict[tuple, list] = {}
 
+    def build_options(model: str) -> tuple:
+        return tuple(sorted((k, v) for k, v in suite.model_options(model).items()
+                            if k not in ("prune_first", "prune_head")))
+
     def speed(model: str, dataset: str) -> Throughput:
         _, _, classes, channels = _facts(spec, dataset)
-        opts = tuple(sorted((k, v) for k, v in suite.model_options(model).items()
-                            if k not in ("prune_first", "prune_head")))
         return throughput(model, data_facts(spec, dataset)[2], measured, channels=channels,
-                          num_classes=classes, options=opts)
+                          num_classes=classes, options=build_options(model))
+
+    def scoring_facts(model: str, dataset: str) -> ScoringFacts:
+        n_tr, _, classes, channels = _facts(spec, dataset)
+        net = meta_model(model, data_facts(spec, dataset)[2], channels, classes, build_options(model))
+        return ScoringFacts(classes=classes, train_images=n_tr, model=net)
 
     def train_images(dataset: str, epochs: float, share: float = 1.0) -> float:
         n_tr, n_va, _, _ = _facts(spec, dataset)
@@ -252,6 +269,11 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
                     for n, ep, share, bound in find_trainings(spec, method, epochs, fr):
                         add(1, "find", model, dataset, method, n, ep,
                             train_images(dataset, ep, share), bound)
+                    scoring = get_method(method).scoring
+                    if scoring is not None:
+                        images = scoring(_method_options(spec, method), sorted(spec["sparsities"]),
+                                         scoring_facts(model, dataset))
+                        add(1, "score", model, dataset, method, 1, 0, images)
             for tag, source in W.retrain_sources(spec, model):
                 if source == "dense":
                     continue

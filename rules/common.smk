@@ -79,8 +79,8 @@ def res(stage, training=False):
 
 
 def trains_in_find(wc):
-    """Whether a find job trains (every method but the one-shot ones)."""
-    return get_method(wc.method).kind != "one-shot"
+    """Whether a find job trains (see `Method.trains_in_find`)."""
+    return get_method(wc.method).trains_in_find
 
 
 def launch(wc, resources):

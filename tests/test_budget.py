@@ -125,3 +125,27 @@ def test_paper_budget_uses_cited_throughputs_and_prints_totals():
     total = B.totals(df).loc["total"]
     assert f"{int(total.trainings):,d}" in text and "GPU-hours" in text
     assert "DGX A100" in text
+
+
+def test_scoring_passes_are_counted_beside_the_trainings(suite):
+    """What a find job computes besides training is a ``score`` row in training-image
+    equivalents: CAP's Fisher gradients at every pruning step, SNIP's scoring batch, and
+    SAViT's exact Hessian, one Hessian-vector product per gate and scoring image."""
+    from dilt.methods import ScoringFacts, get_method
+    from dilt.methods.savit import HVP_STEPS
+
+    df = B.budget(suite, measured={"mlp@8": 1000.0})
+    score = df[df.stage == "score"].set_index("method")
+    assert set(score.index) == {"cap", "snip"} and (score.trainings == 0).all()
+    assert (score.epochs == 0).all()
+    # two seeds; CAP: 3 pruning steps (0.5, then 2 steps to 0.75) of 4096 gradients of 128
+    assert score.loc["cap", "images"] == 2 * 3 * 4096 * 128
+    assert score.loc["snip", "images"] == 2 * 10 * 10            # 10 a class, 10 classes
+    # the tiny ViT: 4 blocks x 4 heads, 4 x 128 MLP neurons, 64 embedding dims
+    vit = B.meta_model("vit_tiny", 8, 1, 10)
+    facts = ScoringFacts(classes=10, train_images=1000, model=vit)
+    savit = get_method("savit")
+    opts = dict(savit.options)
+    assert savit.scoring(opts, [0.5], facts) == 32 * 10 * (1 + HVP_STEPS * (16 + 512 + 64))
+    assert savit.scoring({**opts, "curvature": "fisher"}, [0.5], facts) == 32 * 10
+    assert not get_method("random_erk").trains_in_find and get_method("cap").trains_in_find

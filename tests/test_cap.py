@@ -304,3 +304,30 @@ def test_rank_deficient_fisher_of_large_gradients_inverts_in_float64():
         fisher_inverse(f32, alive, 1e-8)
     inv = fisher_inverse(f64, alive, 1e-8)
     assert torch.isfinite(inv).all()
+
+
+def test_under_ddp_each_rank_takes_its_share_of_the_gradients_and_the_sums_are_the_fisher(
+        cap_job, monkeypatch):
+    """Under DDP each rank computes the gradients of its own share of the batches (the same
+    batches as one process, none twice) and the all-reduced sums are the single-process Fisher."""
+    from dilt import platform
+    from dilt.methods.cap import gradient_batches
+
+    split = cap_job.splits()[0]
+    model = cap_job.dense_model()
+    names = cap_job.prunable
+    single = list(gradient_batches(split, 7, 3, seed=5))
+    fisher = empirical_fisher(model, names, single, 16, dtype=torch.float64)
+    parts = []
+    monkeypatch.setattr(platform, "world_size", lambda: 2)
+    monkeypatch.setattr(platform, "all_reduce_sum", lambda t: parts.append(t.clone()) or t)
+    shares = [list(gradient_batches(split, 7, 3, seed=5, shard=(r, 2))) for r in (0, 1)]
+    assert [len(s) for s in shares] == [4, 3]
+    for (x, y), (xs, ys) in zip(single, shares[0] + shares[1]):
+        assert torch.equal(x, xs) and torch.equal(y, ys)
+    for share in shares:
+        empirical_fisher(model, names, share, 16, dtype=torch.float64)
+    k = len(names) + 1                 # each rank reduces one sum per tensor, then its count
+    assert [float(parts[len(names)]), float(parts[k + len(names)])] == [4.0, 3.0]
+    for i, n in enumerate(names):
+        assert torch.allclose((parts[i] + parts[k + i]) / 7, fisher[n], rtol=1e-10, atol=1e-14)

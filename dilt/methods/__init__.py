@@ -52,7 +52,16 @@ class Method:
     # trainings a find job runs beyond IMP's and RigL's (for `dilt budget`):
     # cost(options, targets, recipe_epochs) -> (trainings, epochs each)
     cost: Callable[[dict, list, int], tuple[int, float]] | None = None
+    # what a find job computes besides training (scoring batches, Fisher gradients, Hessians),
+    # in images of training steps (for `dilt budget`): scoring(options, targets, facts) -> images
+    scoring: Callable[[dict, list, ScoringFacts], float] | None = None
     cite: str = ""                              # the paper it implements
+
+    @property
+    def trains_in_find(self) -> bool:
+        """Whether its find job trains (all but the one-shot kind, which scores once): a job
+        that trains takes the suite's DDP GPUs."""
+        return self.kind != "one-shot"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -60,6 +69,16 @@ class Method:
         bad = set(self.needs) - set(NEEDS)
         if bad:
             raise ValueError(f"method {self.name}: unknown need {sorted(bad)[0]!r}")
+
+
+@dataclass(frozen=True)
+class ScoringFacts:
+    """What a method's ``scoring`` cost may depend on: the data set's classes and training
+    images, and the model (built on the meta device: shapes only)."""
+
+    classes: int
+    train_images: int
+    model: object
 
 
 def register_method(method: Method) -> Method:

@@ -37,16 +37,20 @@ def check_options(opts: dict) -> dict:
     return opts
 
 
-def gradient_batches(split, num_grads: int, grad_batch: int, seed: int):
+def gradient_batches(split, num_grads: int, grad_batch: int, seed: int,
+                     shard: tuple[int, int] = (0, 1)):
     """``num_grads`` batches of ``grad_batch`` training examples drawn without replacement
     (with replacement only when the split is smaller) and augmented with ``seed``, labels mapped
-    like the training loop."""
+    like the training loop. ``shard=(rank, world)``: only that rank's contiguous share of the
+    batches (the same batches, augmentation included, as in one process)."""
     from dilt.data.loader import batches
 
     pool = np.arange(len(split.dataset)) if split.indices is None else np.asarray(split.indices)
     need = num_grads * grad_batch
     rng = np.random.default_rng(seed)
     idx = rng.choice(pool, need, replace=need > len(pool))
+    rank, world = shard
+    idx = np.array_split(idx.reshape(num_grads, grad_batch), world)[rank].reshape(-1)
     lmap = None if split.label_map is None else torch.as_tensor(split.label_map)
     for x, y in batches(split.dataset, idx, grad_batch, augment_seed=seed):
         yield x, (y if lmap is None else lmap[y])
@@ -60,6 +64,7 @@ def find(job) -> None:
     """One gradual CAP run from the dense model (prune, fine-tune, repeat) through every target,
     as the authors' run saves a model at each sparsity it reaches: a target's mask and its own
     accuracy are taken after the fine-tuning that follows the step pruning to it."""
+    from dilt import platform
     from dilt.train import resolve_device
 
     opts = check_options(job.options)
@@ -75,7 +80,7 @@ def find(job) -> None:
     losses = []
     for i, s in enumerate(plan):
         grads = gradient_batches(train_split, opts["num_grads"], opts["grad_batch"],
-                                 _seed(job.seed, top, i))
+                                 _seed(job.seed, top, i), shard=(platform.rank(), platform.world_size()))
         fisher = empirical_fisher(model, job.prunable, grads, opts["fisher_block"], mask,
                                   dtype=_fisher_dtype(device))
         mask, estimate = cap_prune(model, mask, fisher, s, opts["damp"])
@@ -104,8 +109,14 @@ def cost(options: dict, targets: list, recipe_epochs: int) -> tuple[int, float]:
     return len(sparsity_schedule(targets, options["init_sparsity"], options["steps"])), options["prune_every"]
 
 
+def scoring(options: dict, targets: list, facts) -> float:
+    """The Fisher's gradients: ``num_grads`` of ``grad_batch`` images at every pruning step."""
+    steps = len(sparsity_schedule(targets, options["init_sparsity"], options["steps"]))
+    return float(steps * options["num_grads"] * options["grad_batch"])
+
+
 CAP = register_method(Method(
     name="cap", kind="post-training", display="CAP", find=find, needs=("theta0", "dense"),
-    options={**PAPER, "lr": None}, cost=cost,
+    options={**PAPER, "lr": None}, cost=cost, scoring=scoring,
     cite="Kuznedelev, Kurtic, Frantar, Alistarh. CAP: Correlation-Aware Pruning for "
          "Highly-Accurate Sparse Vision Models. NeurIPS 2023"))

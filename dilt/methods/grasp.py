@@ -32,8 +32,14 @@ def find(job) -> None:
                chunk=chunk, mode="train")
 
 
+def scoring(options: dict, targets: list, facts) -> float:
+    """Every scoring image twice: a gradient (one step), then a Hessian-gradient product (about
+    two)."""
+    return float(options["samples_per_class"] * options["num_iters"] * facts.classes * 3)
+
+
 register_method(Method(
     name="grasp", kind="one-shot", display="GraSP", find=find, needs=("theta0",),
-    options=dict(DEFAULTS),
+    options=dict(DEFAULTS), scoring=scoring,
     cite="Wang, Zhang, Grosse. Picking Winning Tickets Before Training by Preserving Gradient "
          "Flow. ICLR 2020"))

@@ -23,8 +23,13 @@ def find(job) -> None:
     job.finish(scoring_examples=len(y), per_class=per_class, mode="eval")
 
 
+def scoring(options: dict, targets: list, facts) -> float:
+    """One gradient of the scoring batch (``per_class`` images a class)."""
+    return float(options["per_class"] * facts.classes)
+
+
 register_method(Method(
     name="snip", kind="one-shot", display="SNIP", find=find, needs=("theta0",),
-    options={"per_class": 10, "chunk": 256},
+    options={"per_class": 10, "chunk": 256}, scoring=scoring,
     cite="Lee, Ajanthan, Torr. SNIP: Single-shot Network Pruning based on Connection "
          "Sensitivity. ICLR 2019"))

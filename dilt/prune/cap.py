@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dilt import platform
 from dilt.masks import Mask
 from dilt.prune.magnitude import keep_count
 
@@ -87,7 +88,9 @@ def empirical_fisher(model: nn.Module, names: Sequence[str],
                      mask: Mapping[str, torch.Tensor] | None = None, chunk: int = 64,
                      dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """``(1/m) sum_i g_i g_i^T`` restricted to the diagonal blocks, for every tensor in ``names``:
-    a ``(d / B, B, B)`` tensor each (no dampening; :func:`fisher_inverse` adds it)."""
+    a ``(d / B, B, B)`` tensor each (no dampening; :func:`fisher_inverse` adds it). Under DDP
+    each rank passes its share of the gradient batches and every rank gets the whole Fisher
+    (the ranks' sums of ``g g^T`` and their counts are all-reduced)."""
     params = dict(model.named_parameters())
     sizes = {n: block_size(params[n].numel(), fisher_block) for n in names}
     acc = {n: None for n in names}
@@ -110,6 +113,14 @@ def empirical_fisher(model: nn.Module, names: Sequence[str],
         if m % chunk == 0:
             flush()
     flush()
+    if platform.world_size() > 1:
+        device = params[names[0]].device      # NCCL reduces on the GPU
+        for n in names:
+            if acc[n] is None:                # a rank given no batches adds nothing
+                b = sizes[n]
+                acc[n] = torch.zeros(params[n].numel() // b, b, b, dtype=dtype, device=device)
+            platform.all_reduce_sum(acc[n])
+        m = int(platform.all_reduce_sum(torch.tensor(float(m), dtype=torch.float64, device=device)))
     if m == 0:
         raise ValueError("empirical_fisher: no gradient batches were given")
     return {n: a / m for n, a in acc.items()}
