@@ -234,6 +234,18 @@ def test_exp1_never_prints_delta_across_mismatched_densities(tmp_path):
     assert "own" in rigl and "& 30 &" in rigl
 
 
+def test_exp1_flags_say_whether_the_ticket_or_its_control_is_flagged():
+    recs = []
+    for seed in SEEDS:
+        for control, flags in (("ticket", "bottleneck" if seed == 2 else ""),
+                               ("random", "chance" if seed < 2 else "")):
+            recs.append(_row(method="lth", ticket="mask", target_sparsity=0.9, control=control,
+                             actual_sparsity=0.9, flags=flags, seed=seed, round=4))
+    tex = tables.exp1_sparsity(pd.DataFrame(recs), "toy")
+    lth = next(l for l in tex.splitlines() if "& LTH &" in l)
+    assert lth.split("&")[-1].strip().removesuffix("\\\\").strip() == "b1 r: ch2"  # seeds 0, 1, 2
+
+
 def test_exp1_marks_flagged_rows(suite_dir, tmp_path):
     df = aggregate.read_results(suite_dir / "results.csv")
     df.loc[(df.method == "lth") & (df.seed == 1), "bottleneck_layers"] = 2

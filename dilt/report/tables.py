@@ -108,6 +108,12 @@ def delta_cell(ticket_vals, random_vals) -> str:
     return f"${d:+.1f}${mark}"
 
 
+def pair_flags(ticket: pd.DataFrame, control: pd.DataFrame) -> str:
+    """The ticket's flags, then its random control's after ``r:`` (when it has any)."""
+    own, rnd = flag_cell(ticket), flag_cell(control)
+    return " ".join(x for x in (own, f"r: {rnd}" if rnd else "") if x)
+
+
 def flag_cell(rows: pd.DataFrame) -> str:
     """Flagged seeds per reason, e.g. ``b3 ch1`` (reasons from the ``flags`` column)."""
     if "flags" not in rows or rows.empty:
@@ -219,7 +225,7 @@ def _exp1_block(g: pd.DataFrame, suite: str, model: str, dataset: str, partition
                     "Top-1": mean_std(own.value) + dagger(own),
                     "Random": (mean_std(rnd.value) + dagger(rnd)) if len(rnd) else "--",
                     "Delta": matched_delta(own, rnd, tolerance) if len(rnd) else "--",
-                    "Flags": flag_cell(pd.concat([own, rnd]))})
+                    "Flags": pair_flags(own, rnd)})
         rows.append(row)
     table = pd.DataFrame(rows)
     caption = (f"Experiment 1, {escape(suite)} suite: top-1 accuracy (\\%) on "
@@ -231,7 +237,8 @@ def _exp1_block(g: pd.DataFrame, suite: str, model: str, dataset: str, partition
              "training epochs spent finding the mask (IMP: every round of every partition run; "
              "own protocol: the method's own training), mean over seeds; retraining a mask "
              "from $\\theta_0$ adds one recipe. Random: a "
-             "random mask with the ticket's per-layer densities. $\\Delta$: ticket minus random, "
+             "random mask with the ticket's per-layer densities; Flags after r: are its "
+             "control's. $\\Delta$: ticket minus random, "
              "mean paired difference over seeds in points, shown only when every seed's two "
              f"densities agree within {100 * tolerance:g}\\% (relative), else ``unmatched''. "
              + ("SAViT prunes structure to a FLOPs budget: its row has a FLOPs ratio "
