@@ -80,8 +80,8 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
     part_masks = per_part[0][:len(table)]
     part_sparsity = [m.sparsity for m in part_masks]
     failed = [failed_round(d, failed_floor) for d in run_dirs]
-    epochs = [read_json(Path(d) / MANIFEST)["masks"] for d in run_dirs]
-    epochs_per_round = _epochs_per_round(epochs[0])
+    # each run's round in full-data epochs (its share of the data), summed over the runs
+    epochs_per_round = sum(_epochs_per_round(read_json(Path(d) / MANIFEST)["masks"]) for d in run_dirs)
     names = list(table[0])
     entries, written = [], {}
     for t in sorted(targets):
@@ -104,7 +104,7 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
                                     "ticket": name, "mode": mode, "control": control,
                                     "target_sparsity": t, "round": r,
                                     "actual_sparsity": mask.sparsity, "trainings": len(run_dirs) * r,
-                                    "epochs": len(run_dirs) * r * epochs_per_round,
+                                    "epochs": r * epochs_per_round,
                                     "empty_layers": mask.empty_layers(), "flags": flags})
     manifest = {**meta, "n_partitions": len(run_dirs), "partition_sparsity_by_round": part_sparsity,
                 "failed_from_round": failed, "masks": entries}
@@ -113,7 +113,8 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
 
 
 def _epochs_per_round(entries: list[dict]) -> float:
-    """Training epochs of one IMP round, read off a partition run's manifest."""
+    """Training epochs of one IMP round (in passes over the full training set), read off a
+    partition run's manifest."""
     for e in entries:
         if e["round"] > 0:
             return e["epochs"] / e["round"]

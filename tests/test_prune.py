@@ -55,6 +55,22 @@ def test_consensus_prune_is_an_intersection_cut_at_the_target():
     assert (ma & mb) <= cut
 
 
+def test_a_step_that_reaches_the_target_before_rounding_stops_on_it():
+    """0.95 -> 0.98 at rate 0.6 is exact in real numbers; on 170 weights the 0.95 mask keeps 9
+    (8.5 rounded), 40% of 9 rounds to 4, one above the target's 3. The round must still stop
+    on the target, not leave a one-weight sliver for an extra round (as schedule() plans)."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(17, 10, bias=False)
+    m95 = magnitude_prune(net, Mask.ones(net, ["weight"]), 0.95)
+    assert (m95.kept, keep_count(m95.kept, 0.6), keep_count(170, 0.98)) == (9, 4, 3)
+    m98 = consensus_prune([net], m95, 0.6, next_target=0.98)
+    assert m98.kept == keep_count(170, 0.98) and m98 == magnitude_prune(net, m95, 0.98)
+    assert schedule([0.95, 0.98], 0.6)[-2:] == [0.95, 0.98]
+    # a step well short of the next target is the plain rate
+    m84 = consensus_prune([net], magnitude_prune(net, Mask.ones(net, ["weight"]), 0.6), 0.6, next_target=0.9)
+    assert m84.kept == keep_count(keep_count(170, 0.6), 0.6)
+
+
 def test_dilt_masks_differ_and_colt_masks_are_shared(tiny_suite, tmp_path):
     theta0 = tmp_path / "theta0.safetensors"
     jobs.init(tiny_suite, "mlp", "digits", 0, str(theta0))
@@ -90,6 +106,26 @@ def test_dilt_masks_differ_and_colt_masks_are_shared(tiny_suite, tmp_path):
         assert not torch.equal(w1["hidden.1.weight"], w2["hidden.1.weight"])
     # COLT's intersection reaches the top target in no more rounds than IMP
     assert summary["final_round"] <= len(runs[0]) - 1
+    # epochs are passes over the full training set: a partition model's epoch is its share of
+    # one, so DiLT's two runs together, and COLT's two models, cost one recipe a round as LTH does
+    from dilt.methods.job import read_manifest
+
+    epochs = tiny_suite.recipe("mlp", "digits").epochs
+    bundle = jobs.load_data(tiny_suite, "digits", 0)
+    parts = jobs.partitions(tiny_suite, bundle, "contiguous2", 0)
+    n_train = len(bundle.train_targets)
+    per_round = []
+    for k in (1, 2):
+        e = next(e for e in read_manifest(tmp_path / f"dilt_p{k}")["masks"] if e["round"] > 0)
+        per_round.append(e["epochs"] / e["round"])
+        assert per_round[-1] == pytest.approx(epochs * len(parts[k - 1].train_idx) / n_train)
+    assert sum(per_round) == pytest.approx(epochs)
+    assert all(e["epochs"] == pytest.approx(e["round"] * epochs) for e in read_manifest(colt_dir)["masks"])
+    from dilt.tickets import write_tickets
+
+    tickets = write_tickets([tmp_path / "dilt_p1", tmp_path / "dilt_p2"], [0.5, 0.8], tmp_path / "tickets",
+                            seed=0, meta={})
+    assert all(e["epochs"] == pytest.approx(e["round"] * epochs) for e in tickets["masks"])
 
 
 def test_a_failed_round_is_found_per_model_of_the_run():

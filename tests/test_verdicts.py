@@ -271,6 +271,25 @@ def test_a_cost_counts_only_rows_that_reached_the_target():
     assert w["mean"] == pytest.approx(-1 - 2 / 3) and w["n"] == 3
 
 
+def test_a_side_that_never_reached_the_target_is_unmatched_not_dropped():
+    """COLT's run stopped at 80% and never reached 90%: that comparison is counted as unmatched
+    and said so, not left out as if it had never been made (LTH short of it likewise)."""
+    claim = V.DEFAULT_CLAIMS[0]   # COLT reaches each target in fewer rounds than LTH
+    rows = []
+    for s in range(3):
+        for t, colt_s in ((0.8, 0.8), (0.9, 0.8)):
+            rows += [{"method": "colt", "ticket": "mask", "mode": "-", "seed": s, "round": 2,
+                      "target_sparsity": t, "actual_sparsity": colt_s},
+                     {"method": "lth", "ticket": "mask", "mode": "-", "partition": "-", "seed": s,
+                      "round": 3 + (t > 0.85), "target_sparsity": t, "actual_sparsity": t}]
+    v = one(frame(*rows), claim)
+    assert v["unmatched"] == 3 and v["n"] == 3 and v["mean"] == -1
+    assert "3 unmatched" in v["reason"]
+    lth_short = frame(*rows).assign(actual_sparsity=lambda d: np.where(
+        (d.method == "lth") & (d.target_sparsity > 0.85), 0.8, 0.8))
+    assert one(lth_short, claim)["unmatched"] == 3
+
+
 def test_accuracy_at_the_same_target_but_unequal_density_is_descriptive():
     """E4-core-lth-sm compares masks at one target whose densities differ (the proposal's
     source-matched protocol): its numbers are reported, never judged supported or refuted."""
@@ -285,6 +304,9 @@ def test_accuracy_at_the_same_target_but_unequal_density_is_descriptive():
     v = one(frame(*rows), claim)
     assert v["verdict"] == "descriptive" and v["mean"] == pytest.approx(3.0)
     assert "not judged" in v["reason"] and v["lo"] > 0
+    # so is each of its comparisons (claims.json and the appendix list them one by one)
+    assert [c["verdict"] for c in v["comparisons"]] == ["descriptive"]
+    assert "not judged" in v["comparisons"][0]["reason"]
     same = one(frame(*rows).assign(actual_sparsity=0.95), claim)   # equal density: judged
     assert same["verdict"] == "supported"
 
@@ -585,3 +607,12 @@ def test_the_methods_the_claims_name_are_registered():
 
     used = named(V.DEFAULT_CLAIMS)
     assert used and used <= set(V.HYPOTHESIS_METHODS)
+
+
+def test_per_target_list_escapes_each_part_once():
+    """The appendix's per-target verdicts: a target reads '90\\%', never escaped twice."""
+    from dilt.report.paper import comparisons_text
+
+    lines = comparisons_text([one(union_core([0.05, 0.06, 0.04]))])
+    items = [l for l in lines if l.startswith("\\item")]
+    assert items and all("target 90\\%" in l and "textbackslash" not in l for l in items)

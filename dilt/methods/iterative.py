@@ -27,6 +27,10 @@ def _partition_part(job: MaskJob, p):
                 Split(b.test, test_idx, lmap))
 
 
+def _size(split) -> int:
+    return len(split.dataset) if split.indices is None else len(split.indices)
+
+
 def find_imp(job: MaskJob) -> None:
     """Run IMP for ``job.method`` and list the mask of every target round in the manifest."""
     from dilt.jobs import full_splits, partitions
@@ -47,6 +51,11 @@ def find_imp(job: MaskJob) -> None:
     meta = {"method": job.method, "model": job.model, "dataset": job.dataset,
             "partition": job.partition, "seed": job.seed, "part": job.part,
             "theta0": load_state(job.theta0)[1].get("hash"), "provenance": job.provenance}
+    # an IMP round's training in passes over the full training set: a partition model's epoch
+    # is its share of one (COLT's N models on 1/N of the data each cost one epoch a round, as
+    # LTH's one model does)
+    full = full_splits(job.bundle)[0] if method.on_partitions else runs[0].train
+    epochs_per_round = job.recipe.epochs * sum(_size(run.train) for run in runs) / _size(full)
     summary = run_imp(runs, job.prunable, job.targets, prune["rate"], job.recipe, job.out_dir,
                       seed=job.seed, rewind_epoch=prune["rewind_epoch"], meta=meta,
                       log_path=job.log, desc=f"{job.method} {job.model}/{job.dataset} s{job.seed} "
@@ -59,7 +68,7 @@ def find_imp(job: MaskJob) -> None:
         # the DiLT tickets are (dilt.tickets)
         flags = ["failed_source"] if failed is not None and failed <= r else []
         # mask r is pruned after r trainings of every model (round 0 trains the dense model)
-        job.write_mask(masks[r], t, round=r, epochs=float(r * job.recipe.epochs * len(runs)),
+        job.write_mask(masks[r], t, round=r, epochs=r * epochs_per_round,
                        extra={"trainings": r * len(runs), "flags": flags})
     job.finish(theta0=meta["theta0"], n_models=len(runs), final_round=summary["final_round"],
                rewind_epoch=prune["rewind_epoch"], failed_from_round=failed)

@@ -79,7 +79,9 @@ def consensus_prune(models: Sequence[nn.Module], mask: Mask, rate: float,
     global magnitude, and the masks are intersected. If the intersection would be sparser than
     ``next_target`` it is cut exactly at that target instead: weights are ranked by the worst
     rank any model gives them, which is the order in which the intersection gains them as the
-    per-model keep count grows."""
+    per-model keep count grows. A step that reaches the target before rounding to whole weights
+    (as :func:`schedule` plans it) also stops on it, so rounding never leaves a round a weight
+    short of the target and a next round that prunes only that sliver."""
     scores = [magnitudes(m, mask) for m in models]
     alive = scores[0] >= 0
     n_alive = int(alive.sum())
@@ -95,7 +97,9 @@ def consensus_prune(models: Sequence[nn.Module], mask: Mask, rate: float,
     inter = alive & (worst < k_model)
     if next_target is not None:
         k_target = keep_count(mask.numel, next_target)
-        if int(inter.sum()) <= k_target:
+        # (1 - rate) * n_alive: the step's keep count before rounding; n_alive is the previous
+        # target's count rounded, so within half a weight
+        if int(inter.sum()) <= k_target or (1.0 - rate) * n_alive <= (1.0 - next_target) * mask.numel + 0.5:
             key = worst.double() * (len(worst) * len(models) + 1) + total.double()
             key[~alive] = float("inf")
             keep = torch.zeros_like(alive)

@@ -316,9 +316,9 @@ def comparisons_text(verdicts: list[dict]) -> list[str]:
     for v in verdicts:
         for c in v.get("comparisons", []):
             t = c.get("anchor_target")
-            where = ", ".join(x for x in (
+            where = ", ".join(escape(x) for x in (
                 _group_text(v["group"]),
-                f"target {100 * float(t):g}\\%" if t is not None and not pd.isna(t) else "",
+                f"target {100 * float(t):g}%" if t is not None and not pd.isna(t) else "",
                 MODE_ABBR.get(str(c.get("anchor_mode")), str(c.get("anchor_mode")))
                 if str(c.get("anchor_mode")) not in ("-", "nan") else "",
                 str(c.get("anchor_partition")) if str(c.get("anchor_partition")) not in
@@ -327,7 +327,7 @@ def comparisons_text(verdicts: list[dict]) -> list[str]:
             diff = "--" if pd.isna(c["mean"]) else f"{_num(c['mean'])}{iv}"
             fl = (f"; \\textsc{{flagged}} ({escape(c['flags'].replace(';', ', '))})"
                   if c.get("flags") else "")
-            lines.append(f"\\item {escape(v['id'])}, {escape(where)}: {diff} "
+            lines.append(f"\\item {escape(v['id'])}, {where}: {diff} "
                          f"{escape(v['units'])}, {c['verdict']}{fl}.")
             n += 1
     if not n:
