@@ -365,3 +365,18 @@ def test_exp2_findings_report_per_seed_and_not_testable():
     assert "seed 0: $\\rho = -0.90$, $p = 0.01$, $n = 8$" in item
     assert "seed 1: not testable ($n = 2$)" in item and "1.00" not in item
     assert "holds" not in text
+
+
+def test_findings_list_a_density_matched_pair_that_is_a_source_matched_one_once():
+    from dilt.report import paper
+
+    recs = []
+    for seed in SEEDS:
+        for mode, t, cs in ((SM, 0.9, 0.95), (DM, 0.9, 0.95), (DM, 0.95, 0.97)):
+            for ticket, s_ in (("union", 0.85), ("core", cs)):
+                recs.append(_row(method="dilt", ticket=ticket, partition="contiguous2", mode=mode,
+                                 target_sparsity=t, actual_sparsity=s_, round=3 + (cs > 0.96),
+                                 seed=seed, value=0.9))
+    items = paper.union_vs_core(pd.DataFrame(recs))
+    assert len(items) == 2                      # DM at 90% compares SM at 90%'s masks
+    assert sum("SM" in i for i in items) == 1 and sum("DM, target 95" in i for i in items) == 1

@@ -213,11 +213,28 @@ def _sel(df, **kw) -> pd.DataFrame:
     return df[m]
 
 
+def _masks(*sides: pd.DataFrame) -> tuple:
+    """What a comparison compares: each side's (seed, round, actual sparsity) rows. A
+    density-matched ticket that is a source-matched one gives the same tuple."""
+    return tuple(tuple(sorted(zip(s.seed, s["round"], s.actual_sparsity.round(9)))) for s in sides)
+
+
+def _listed_once(groups: list, mode_at: int, sides) -> list:
+    """``groups`` ((key, frame) pairs) less those that compare the same masks as another group
+    of the same model, data set and partition (``key[:3]``); the source-matched one is kept.
+    ``sides(frame)``: the frames compared; ``key[mode_at]``: the group's mode."""
+    first: dict = {}
+    for key, g in sorted(groups, key=lambda kg: kg[0][mode_at] != "source-matched"):
+        first.setdefault((key[:3], _masks(*sides(g))), key)
+    return [(key, g) for key, g in groups if first[(key[:3], _masks(*sides(g)))] == key]
+
+
 def union_vs_core(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     d = _sel(df, experiment="retrain", split="full", metric="top1", method=V.DILT, control="ticket")
     out = []
-    for (model, ds, part, mode, t), g in d.groupby(["model", "dataset", "partition", "mode",
-                                                     "target_sparsity"]):
+    groups = list(d.groupby(["model", "dataset", "partition", "mode", "target_sparsity"]))
+    for (model, ds, part, mode, t), g in _listed_once(
+            groups, 3, lambda g: (g[g.ticket == "union"], g[g.ticket == "core"])):
         u, c = g[g.ticket == "union"], g[g.ticket == "core"]
         if u.empty or c.empty:
             continue
@@ -253,8 +270,9 @@ def specialists(df: pd.DataFrame) -> list[str]:
     """Per group: each specialist's T_1 - T_2 gap, and the difference in differences."""
     d = _sel(df, experiment="retrain", metric="top1", method=V.DILT, control="ticket")
     out = []
-    for (model, ds, part, mode, t), g in d.groupby(["model", "dataset", "partition", "mode",
-                                                     "target_sparsity"]):
+    groups = list(d.groupby(["model", "dataset", "partition", "mode", "target_sparsity"]))
+    full = lambda g: tuple(g[(g.ticket == k) & (g.split == "full")] for k in ("spec1", "spec2", "core"))  # noqa: E731
+    for (model, ds, part, mode, t), g in _listed_once(groups, 3, full):
         if not {"part1", "part2"} <= set(g.split) or not {"spec1", "spec2"} <= set(g.ticket):
             continue
         gap = {k: (_per_seed(g[g.ticket == k], "part1") - _per_seed(g[g.ticket == k], "part2"))
@@ -263,8 +281,11 @@ def specialists(df: pd.DataFrame) -> list[str]:
         text = (f"{_where(model, ds, part, mode, t)}: $T_1 - T_2$ gap of spec$_1$ "
                 f"${100 * gap['spec1'].mean():+.1f}$, of spec$_2$ ${100 * gap['spec2'].mean():+.1f}$"
                 f" points; difference in differences ${100 * did.mean():+.1f}$ points")
+        core = g[(g.ticket == "core") & (g.split == "full")]
         if len(gap["core"].dropna()):
-            text += f" (the core's own gap: ${100 * gap['core'].mean():+.1f}$)"
+            text += (f" (the core's own gap: ${100 * gap['core'].mean():+.1f}$, at its own "
+                     f"$s={core.actual_sparsity.mean():.3f}$ against the specialists' "
+                     f"${g[g.ticket.isin(['spec1', 'spec2'])].actual_sparsity.mean():.3f}$)")
         sp = g[g.ticket.isin(["spec1", "spec2"])]
         fl = mark(sp, sp, density=False)
         out.append(text + (f"; {fl}" if fl else "") + ".")
@@ -277,13 +298,15 @@ def transfer(df: pd.DataFrame, tolerance: float = V.TOLERANCE) -> list[str]:
     for (model, src, ds, t), g in d.groupby(["model", "source_dataset", "dataset",
                                               "target_sparsity"]):
         lth = g[g.method == V.LTH]
-        for (part, mode), c in g[(g.method == V.DILT) & (g.ticket == "core")].groupby(
-                ["partition", "mode"]):
+        seen = set()   # a density-matched mask pair that is a source-matched one is listed once
+        cores = g[(g.method == V.DILT) & (g.ticket == "core")].groupby(["partition", "mode"])
+        for (part, mode), c in sorted(cores, key=lambda kc: (kc[0][0], kc[0][1] != "source-matched")):
             union = g[(g.method == V.DILT) & (g.ticket == "union") & (g.partition == part)
                       & (g["mode"] == mode)]
             for name, other in (("union", union), ("LTH", lth)):
-                if other.empty:
+                if other.empty or (part, name, _masks(c, other)) in seen:
                     continue
+                seen.add((part, name, _masks(c, other)))
                 out.append(f"{escape(model)}, masks from {escape(src)} (partition "
                            f"{escape(part)}, {MODE_ABBR.get(mode, escape(mode))}) trained on "
                            f"{escape(ds)}, target {pct(t)}: core {_acc(c.value)} "
