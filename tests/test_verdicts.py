@@ -616,3 +616,33 @@ def test_per_target_list_escapes_each_part_once():
     lines = comparisons_text([one(union_core([0.05, 0.06, 0.04]))])
     items = [l for l in lines if l.startswith("\\item")]
     assert items and all("target 90\\%" in l and "textbackslash" not in l for l in items)
+
+
+def test_a_specialist_near_chance_on_the_other_classes():
+    """E3-spec1-chance: spec1's accuracy on T_2 against chance (1/10 on digits), within 10 points."""
+    claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E3-spec1-chance")
+    assert claim["compare"]["b"] == "chance" and claim["expect"] == "equivalent"
+
+    def rows(values):   # the chance flag reads a ticket's T_full accuracy (here 90%), not T_k's
+        return frame(*[{"ticket": "spec1", "split": split, "seed": s, "value": v if split == "part2" else 0.9}
+                       for s, v in enumerate(values) for split in ("full", "part2")])
+
+    near = one(rows([0.12, 0.14, 0.11]), claim)
+    assert near["verdict"] == "supported"
+    assert near["mean"] == pytest.approx(100 * (np.mean([0.12, 0.14, 0.11]) - 0.1))
+    assert one(rows([0.85, 0.9, 0.88]), claim)["verdict"] == "refuted"
+    assert one(rows([0.12, 0.35, 0.11]), claim)["verdict"] == "inconclusive"
+    # a specialist flagged (here a bottleneck layer) is never support
+    assert one(rows([0.12, 0.14, 0.11]).assign(bottleneck_layers=1), claim)["verdict"] == "inconclusive"
+    # chance needs the number of classes
+    got = V.evaluate_claims(rows([0.12, 0.14, 0.11]), [claim])
+    assert got[0]["verdict"] == "not run" and "chance level" in got[0]["reason"]
+
+
+@pytest.mark.parametrize("change", [{"quantity": "round"},
+                                    {"compare": {"a": {"ticket": "spec1"}, "b": "chance",
+                                                 "c": {"ticket": "spec2"}, "d": "chance"}}])
+def test_chance_reference_is_for_accuracy_of_one_side(change):
+    claim = {**next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E3-spec1-chance"), **change}
+    with pytest.raises(ValueError, match=r"claims\[0\] \(E3-spec1-chance\): key 'compare\.b'"):
+        V.check_claims([claim])

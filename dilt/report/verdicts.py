@@ -53,6 +53,7 @@ EXPECT = ("greater", "less", "competitive", "equivalent")
 QUANTITIES = {"value": (100.0, "points"), "round": (1.0, "rounds"), "epochs": (1.0, "epochs"),
               "trainings": (1.0, "trainings")}
 AT = ("matched-density", "target")
+CHANCE = "chance"   # compare.b: side a's accuracy against its chance level (top-k: k / classes)
 FLAGS = ("bottleneck", "chance", "collapsed", "failed_source")
 
 # Columns every pair shares (unless the claim's sides select different values of one).
@@ -400,8 +401,11 @@ def _check_contrast(i: int, c: dict) -> None:
         if k in c:
             _fail(i, c, k, "belongs to correlation claims only")
     _check_selector(i, c, "where", c.get("where", {}), SELECTABLE)
+    if cmp["b"] == CHANCE and (set(cmp) != {"a", "b"} or c.get("quantity", "value") != "value"):
+        _fail(i, c, "compare.b", "'chance' compares side a's accuracy with chance: a and b only")
     for side, sel in cmp.items():
-        _check_selector(i, c, f"compare.{side}", sel, SELECTABLE)
+        if not (side == "b" and sel == CHANCE):
+            _check_selector(i, c, f"compare.{side}", sel, SELECTABLE)
     if c.get("quantity", "value") not in QUANTITIES:
         _fail(i, c, "quantity", f"must be one of {', '.join(QUANTITIES)}, got {c['quantity']!r}")
     if c.get("at", "matched-density") not in AT:
@@ -450,7 +454,8 @@ def check_claims(claims) -> None:
     that split a claim into separately reported groups).
 
     contrast: ``compare`` {a, b} (a - b) or {a, b, c, d} ((a - b) - (c - d)), each a selector
-    overriding ``where``; ``quantity`` (value, round, epochs, trainings); ``at``
+    overriding ``where`` (b may be ``"chance"``: side a's accuracy against its chance level,
+    1/K for top-1 over K classes); ``quantity`` (value, round, epochs, trainings); ``at``
     (matched-density or target); ``same`` (columns besides model, dataset, source_dataset,
     split, metric and seed that must agree within a pair); ``tolerance``.
     correlation: ``x``, ``y`` and ``partial`` from :data:`LAYER_VARS`, evaluated per seed on
@@ -472,8 +477,10 @@ def check_claims(claims) -> None:
 # ---------------------------------------------------------------- claims: contrasts
 
 def _sides(c: dict) -> dict:
+    """Each side's selector; side b ``chance`` selects side a's rows (their chance level)."""
     where = c.get("where", {})
-    return {k: {**where, **v} for k, v in c["compare"].items()}
+    cmp = c["compare"]
+    return {k: {**where, **(cmp["a"] if v == CHANCE else v)} for k, v in cmp.items()}
 
 
 def _agree(sels: dict, names: Sequence[str], col: str) -> bool:
@@ -587,7 +594,9 @@ def _did(ab: pd.DataFrame, cd: pd.DataFrame, key: list[str], sels: dict, cid: st
     return m[[c for c in ab.columns if c in m.columns]]
 
 
-def _label(sel: Mapping) -> str:
+def _label(sel: Mapping | str) -> str:
+    if sel == CHANCE:
+        return "chance"
     return " ".join(str(v) for v in sel.values()) or "all"
 
 
@@ -711,7 +720,8 @@ def same_mask_duplicates(df: pd.DataFrame) -> pd.Series:
     return dup.reindex(df.index, fill_value=False)
 
 
-def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method) -> list[dict]:
+def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method,
+                       num_classes=None) -> list[dict]:
     dm = c.get("at", "matched-density") == "matched-density"
     df = df.assign(_dup=same_mask_duplicates(df) if dm else False)
     sels = _sides(c)
@@ -720,6 +730,12 @@ def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method) -> l
         rows[side] = select(df, sel) if all(k in df.columns for k in sel) else df.iloc[:0]
         if rows[side].empty:
             return [_not_run(c, f"side {side}: {_emptied_by(df, sel)}")]
+    if c["compare"]["b"] == CHANCE:   # side a's rows at their chance level, unflagged
+        level = _chance_level(rows["a"], num_classes)
+        if np.isnan(level).any():
+            return [_not_run(c, "side b: the chance level of side a's rows is not known "
+                                "(num_classes)")]
+        rows["b"] = rows["a"].assign(value=level, flags="")
     tol = float(c.get("tolerance", tolerance))
     key = _key(c, sels, ["a", "b"])
     pairs = _pairs(rows, "a", "b", key, c, tol)
@@ -895,7 +911,7 @@ def evaluate_claims(results: pd.DataFrame, claims: list, analyses=None, *,
         elif df.empty:
             out.append(_not_run(c, "results.csv has no rows"))
         else:
-            out += _evaluate_contrast(df, c, tolerance, alpha, method)
+            out += _evaluate_contrast(df, c, tolerance, alpha, method, num_classes)
     return out
 
 
@@ -1098,6 +1114,20 @@ _DEFAULT = [
                  "c": {"ticket": "spec2", "split": "part1"},
                  "d": {"ticket": "spec2", "split": "part2"}},
      "same": ["partition", "mode", "target_sparsity"], "expect": "greater"},
+    # Experiment 3's other predictions: the union is the most accurate on T_full, and each
+    # specialist "collapses to near-chance accuracy" on the other partition's classes (read
+    # here as within 10 points of chance on T_k; retrained on the full data, that is a strong
+    # prediction)
+    *({"id": f"E3-union-spec{k}", "text": f"The union ticket is more accurate on T_full than "
+       f"specialist {k}.", "where": {**_RT, "method": DILT, **_EXP},
+       "compare": {"a": {"ticket": "union"}, "b": {"ticket": f"spec{k}"}},
+       "same": ["partition"], "expect": "greater"} for k in (1, 2)),
+    *({"id": f"E3-spec{k}-chance", "text": f"Specialist {k} is near chance (within 10 points) on "
+       f"the other partition's classes T_{3 - k}.",
+       "where": {"experiment": "retrain", "metric": "top1", "control": "ticket", "method": DILT,
+                 **_EXP},
+       "compare": {"a": {"ticket": f"spec{k}", "split": f"part{3 - k}"}, "b": CHANCE},
+       "same": ["partition"], "expect": "equivalent", "margin": 10.0} for k in (1, 2)),
     # Experiment 4 transfers the masks at the source-matched target only (the proposal's
     # protocol), so the core and the union, or the core and LTH's mask, are never at one
     # density there: these comparisons are descriptive (reported, not judged).
