@@ -232,8 +232,7 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
     rows: dict[tuple, list] = {}
 
     def build_options(model: str) -> tuple:
-        return tuple(sorted((k, v) for k, v in suite.model_options(model).items()
-                            if k not in ("prune_first", "prune_head")))
+        return tuple(sorted(suite.build_options(model).items()))
 
     def speed(model: str, dataset: str) -> Throughput:
         _, _, classes, channels = _facts(spec, dataset)

@@ -620,6 +620,14 @@ class Suite:
     def model_options(self, model: str) -> dict:
         return dict(self.spec["models"][model] or {})
 
+    def build_options(self, model: str) -> dict:
+        """The model's options that build it (the others choose its prunable weights)."""
+        return {k: v for k, v in self.model_options(model).items() if k not in PRUNE_OPTIONS}
+
+    def prune_options(self, model: str) -> dict:
+        """The model's options that choose its prunable weights."""
+        return {k: v for k, v in self.model_options(model).items() if k in PRUNE_OPTIONS}
+
     def partition_tags(self) -> list[str]:
         return [f"{p['scheme']}{p['n']}" for p in self.spec["partitions"]]
 

@@ -39,32 +39,20 @@ def partitions(suite: Suite, bundle: DataBundle, tag: str, seed: int) -> list[Pa
                            seed, superclasses=bundle.superclasses)
 
 
-PRUNE_OPTIONS = ("prune_first", "prune_head")
-
-
-def prune_options(suite: Suite, model: str) -> dict:
-    """The model's options that choose its prunable weights (the rest build the model)."""
-    return {k: v for k, v in suite.model_options(model).items() if k in PRUNE_OPTIONS}
-
-
-def build_options(suite: Suite, model: str) -> dict:
-    return {k: v for k, v in suite.model_options(model).items() if k not in PRUNE_OPTIONS}
-
-
 def new_model(suite: Suite, model: str, bundle: DataBundle):
     """A fresh (randomly initialised) model with the suite's options for ``bundle``'s data."""
-    return build_model(model, bundle.num_classes, bundle.input_shape, **build_options(suite, model))
+    return build_model(model, bundle.num_classes, bundle.input_shape, **suite.build_options(model))
 
 
 def theta0_model(suite: Suite, model: str, theta0, bundle: DataBundle, num_classes: int | None = None,
                  head_seed_: int = 0):
     """A model holding theta_0 (a new head when ``num_classes`` differs from theta_0's)."""
     return model_from_theta0(model, theta0, num_classes or bundle.num_classes, bundle.input_shape,
-                             head_seed_, options=build_options(suite, model))[0]
+                             head_seed_, options=suite.build_options(model))[0]
 
 
 def prunable(suite: Suite, model_name: str, bundle: DataBundle) -> list[str]:
-    return prunable_names(new_model(suite, model_name, bundle), **prune_options(suite, model_name))
+    return prunable_names(new_model(suite, model_name, bundle), **suite.prune_options(model_name))
 
 
 def full_splits(bundle: DataBundle) -> tuple[Split, Split, Split]:

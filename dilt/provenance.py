@@ -52,7 +52,13 @@ def _recipe(suite, model: str, dataset: str) -> dict:
 
 
 def init_settings(suite, model: str, dataset: str, seed: int) -> dict:
-    return {"stage": "init", "model": model, "data": _data(suite.spec, dataset, seed)}
+    """theta_0: the model, built with its options (absent when it has none, so such runs keep
+    the hash they had before options were part of it), and the data."""
+    s = {"stage": "init", "model": model, "data": _data(suite.spec, dataset, seed)}
+    build = suite.build_options(model)
+    if build:
+        s["model_options"] = build
+    return s
 
 
 def dense_settings(suite, model: str, dataset: str, seed: int) -> dict:

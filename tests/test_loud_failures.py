@@ -145,3 +145,35 @@ def test_changed_settings_recompute_and_say_what_changed(setup, tmp_path, capsys
     (out / "weights_r1.safetensors").write_bytes(bytes(raw))
     with pytest.raises(FileCheckError, match="weights_r1.safetensors"):
         jobs.find(edited, "lth", "mlp", "digits", 0, "full", None, str(theta0), str(out))
+
+
+def test_a_model_option_edit_makes_theta0_and_the_dense_model_stale(tmp_path):
+    """theta_0 and the dense model are built with the model's options (a ViT's depth, drop
+    path): after an edit, the old files are refused, never loaded into the new model; options
+    that only choose the prunable weights, and an option-free model, keep their hash."""
+    from dilt import provenance as prov
+    from dilt.methods.job import MaskJob
+
+    models = {"vit_tiny": {}}
+    plain, _ = _suite(tmp_path, "plain.yaml", models=models, methods=["lth", "cap"])
+    deeper, _ = _suite(tmp_path, "deeper.yaml", models={"vit_tiny": {"depth": 2}}, methods=["lth", "cap"])
+    pruned, _ = _suite(tmp_path, "pruned.yaml", models={"vit_tiny": {"prune_first": True}})
+    init = lambda s: prov.digest(prov.init_settings(s, "vit_tiny", "digits", 0))  # noqa: E731
+    assert "model_options" not in prov.init_settings(plain, "vit_tiny", "digits", 0)
+    assert init(plain) == init(pruned) != init(deeper)
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(plain, "vit_tiny", "digits", 0, str(theta0))
+    with pytest.raises(FileCheckError, match="theta_0 was made with other settings"):
+        jobs.dense(deeper, "vit_tiny", "digits", 0, str(theta0), str(tmp_path / "d/records.json"))
+    # the dense weights a post-training method starts from: those of this suite's dense job
+    jobs.dense(plain, "vit_tiny", "digits", 0, str(theta0), str(tmp_path / "d/records.json"))
+    dense = next((tmp_path / "d").glob("*.safetensors"))
+    job = MaskJob(suite=plain, method="cap", model="vit_tiny", dataset="digits", seed=0,
+                  out_dir=tmp_path / "cap", theta0=theta0, dense=dense)
+    job.dense_model()
+    retimed, _ = _suite(tmp_path, "retimed.yaml", models=models, methods=["lth", "cap"],
+                        recipes={"default": {"epochs": 3, "batch_size": 128, "lr": 0.05}})
+    job = MaskJob(suite=retimed, method="cap", model="vit_tiny", dataset="digits", seed=0,
+                  out_dir=tmp_path / "cap", theta0=theta0, dense=dense)
+    with pytest.raises(FileCheckError, match="provenance"):
+        job.dense_model()

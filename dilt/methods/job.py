@@ -79,8 +79,11 @@ class MaskJob:
 
         if self.dense is None:
             raise ValueError(f"method {self.method} needs the trained dense model; none was given")
+        from dilt import provenance as prov
+
+        want = prov.digest(prov.dense_settings(self.suite, self.model, self.dataset, self.seed))
         net = self.theta0_model()
-        net.load_state_dict(load_state(self.dense)[0])
+        net.load_state_dict(load_state(self.dense, expect={"provenance": want})[0])
         return net
 
     def splits(self):
