@@ -28,6 +28,16 @@ def tiny_config(**suite_overrides) -> dict:
     return {"suite": "tiny", "suites": {"tiny": suite}}
 
 
+def init_and_dense(suite, model: str, tmp_path):
+    """theta_0 and the trained dense model of seed 0 on digits (what CAP and SAViT start from)."""
+    from dilt import jobs
+
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(suite, model, "digits", 0, str(theta0))
+    jobs.dense(suite, model, "digits", 0, str(theta0), str(tmp_path / "dense" / "records.json"))
+    return theta0, next((tmp_path / "dense").glob("*.safetensors"))
+
+
 @pytest.fixture
 def tiny_suite(tmp_path):
     from dilt import config

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
+from conftest import init_and_dense, tiny_config
 from torch import nn
 
 from dilt.masks import Mask
@@ -241,19 +241,18 @@ SMOKE = {"num_grads": 16, "grad_batch": 1, "fisher_block": 16, "damp": 1e-6, "in
 
 @pytest.fixture
 def cap_job(tmp_path):
-    from dilt import config, jobs
+    from dilt import config
     from dilt.methods.job import MaskJob
 
     path = tmp_path / "config.yaml"
     cfg = tiny_config(method_options={"cap": dict(SMOKE)})
     path.write_text(yaml.safe_dump(cfg))
     suite = config.load(path)
-    theta0 = tmp_path / "theta0.safetensors"
-    jobs.init(suite, "mlp", "digits", 0, str(theta0))
+    theta0, dense = init_and_dense(suite, "mlp", tmp_path)
     out = tmp_path / "cap"
     out.mkdir()
     return MaskJob(suite=suite, method="cap", model="mlp", dataset="digits", seed=0, out_dir=out,
-                   theta0=theta0, dense=theta0)
+                   theta0=theta0, dense=dense)
 
 
 def test_find_writes_exact_masks_and_own_results(cap_job):

@@ -272,9 +272,9 @@ def test_under_ddp_each_rank_scores_its_share_and_the_sums_are_the_whole_batchs(
     """Under DDP each rank loads and scores only its share of the scoring batch; the ranks'
     summed parts are the single-process scores."""
     import yaml
-    from conftest import tiny_config
+    from conftest import init_and_dense, tiny_config
 
-    from dilt import config, jobs, platform
+    from dilt import config, platform
     from dilt.methods import savit as method
     from dilt.methods.job import MaskJob
 
@@ -283,10 +283,9 @@ def test_under_ddp_each_rank_scores_its_share_and_the_sums_are_the_whole_batchs(
     path.write_text(yaml.safe_dump(tiny_config(models={"vit_tiny": {}}, methods=["savit"],
                                                 method_options={"savit": opts})))
     suite = config.load(path)
-    theta0 = tmp_path / "theta0.safetensors"
-    jobs.init(suite, "vit_tiny", "digits", 0, str(theta0))
+    theta0, dense_path = init_and_dense(suite, "vit_tiny", tmp_path)
     job = MaskJob(suite=suite, method="savit", model="vit_tiny", dataset="digits", seed=0,
-                  out_dir=tmp_path, theta0=theta0, dense=theta0)
+                  out_dir=tmp_path, theta0=theta0, dense=dense_path)
     dense = job.dense_model()
     g, h, n = method._scores(job, dense, opts)
     assert n == 30 and h.shape == (len(g), len(g)) == (sv.gate_count(dense),) * 2
@@ -310,3 +309,38 @@ def test_under_ddp_each_rank_scores_its_share_and_the_sums_are_the_whole_batchs(
     assert int(count) == n
     assert torch.allclose(g_sum / count, g, rtol=1e-9, atol=1e-12)
     assert torch.allclose(h_sum / count, h, rtol=1e-9, atol=1e-12)
+
+
+def test_a_restarted_job_reuses_its_scores(tmp_path, monkeypatch):
+    """The scores (the exact Hessian: most of a DeiT-S job) are kept in the run directory: a
+    job started again after a kill in its fine-tuning does not compute them again, and scores of
+    other settings are never used."""
+    import yaml
+    from conftest import init_and_dense, tiny_config
+
+    from dilt import config
+    from dilt.methods import savit as method
+    from dilt.methods.job import MANIFEST, MaskJob
+
+    opts = {**method.OPTIONS, "per_class": 3, "curvature": "fisher", "finetune_epochs": 1}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(models={"vit_tiny": {}}, methods=["savit"],
+                                                method_options={"savit": opts})))
+    suite = config.load(path)
+    theta0, dense = init_and_dense(suite, "vit_tiny", tmp_path)
+    calls = []
+    real = method._scores
+    monkeypatch.setattr(method, "_scores", lambda *a: calls.append(1) or real(*a))
+
+    def run(provenance="p1"):
+        job = MaskJob(suite=suite, method="savit", model="vit_tiny", dataset="digits", seed=0,
+                      out_dir=tmp_path / "run", theta0=theta0, dense=dense, provenance=provenance)
+        job.out_dir.mkdir(exist_ok=True)
+        method.find(job)
+        return (job.out_dir / MANIFEST).read_text()
+
+    first = run()
+    (tmp_path / "run" / MANIFEST).unlink()          # killed before its last write
+    assert run() == first and len(calls) == 1
+    run(provenance="p2")                            # other settings: scored again
+    assert len(calls) == 2

@@ -58,7 +58,7 @@ def find(job) -> None:
     device = resolve_device(job.recipe.device)
     dense = job.dense_model().to(device)
     sv.check_vit(dense)
-    g, h, n = _scores(job, dense, opts)
+    g, h, n = _kept_scores(job, dense, opts)
     dense_flops = sv.vit_flops(dense)
     recipe = job.recipe
     if opts["finetune_epochs"] is not None:
@@ -84,6 +84,22 @@ def find(job) -> None:
                                                       "params_dense": sv.param_count(dense)})
     job.finish(scoring_examples=n, per_class=opts["per_class"], curvature=opts["curvature"],
                flops_dense=dense_flops, axis="flops")
+
+
+def _kept_scores(job, dense, opts) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`_scores`, kept in the run directory (``scores.pt``, with the run's provenance):
+    the exact Hessian is most of a DeiT-S job's cost, so a job killed in its fine-tuning and
+    started again does not compute it again."""
+    from dilt.io import load_checked, save_checked
+
+    path = job.out_dir / "scores.pt"
+    if path.exists():
+        kept = load_checked(path)
+        if kept.get("provenance") == job.provenance:
+            return kept["g"], kept["h"], int(kept["n"])
+    g, h, n = _scores(job, dense, opts)
+    save_checked(path, {"g": g, "h": h, "n": n, "provenance": job.provenance})  # rank 0 writes
+    return g, h, n
 
 
 def _scores(job, dense, opts) -> tuple[torch.Tensor, torch.Tensor, int]:
