@@ -83,6 +83,7 @@ CIFAR-100's superclasses (the 20 ``coarse_labels``) come with the bundle
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from collections.abc import Callable, Sequence
@@ -117,6 +118,19 @@ def _require(path: Path, dataset: str, kind: str = "file") -> Path:
         raise FileNotFoundError(f"{dataset}: {kind} {path} not found; expected under the data "
                                 f"root: {LAYOUTS[dataset]} (see dilt/data/imagefolders.py)")
     return path
+
+
+@contextlib.contextmanager
+def _reading(dataset: str, path: Path, what: str = ""):
+    """A failure to read or parse ``path`` (truncated, another format, missing fields) as a
+    one-line error naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{dataset}: {path}{what}: unreadable or malformed ({type(e).__name__}: "
+                         f"{e}); expected under the data root: {LAYOUTS[dataset]}") from None
 
 
 # --- transforms --------------------------------------------------------------------------------
@@ -293,13 +307,19 @@ def imagenet(root: Path, *, seed: int = 0, val_fraction: float = 0.02, **options
     names = dict.fromkeys(wnids)
     mapping = base / "LOC_synset_mapping.txt"
     if mapping.is_file():
-        for line in mapping.read_text().splitlines():
+        with _reading("imagenet", mapping):
+            lines = mapping.read_text().splitlines()
+        for line in lines:
             wnid, _, desc = line.strip().partition(" ")
             if wnid in names and desc:
                 names[wnid] = desc.split(",")[0].strip()
     class_names = [names[w] or w for w in wnids]
     tr_paths, tr_y = _scan_folder(train_dir, wnids)
     te_paths, te_y = _scan_folder(val_dir, wnids)
+    empty = sorted(set(range(len(wnids))) - set(tr_y))
+    if empty:
+        raise ValueError(f"imagenet: {train_dir / wnids[empty[0]]} holds no images ({len(empty)} "
+                         f"empty class folder(s) in {train_dir}: a partial extraction?)")
     return _bundle("imagenet", lambda tf: FileImages(tr_paths, tr_y, tf), np.asarray(tr_y),
                    lambda tf: FileImages(te_paths, te_y, tf), np.asarray(te_y), class_names,
                    seed=seed, val_fraction=val_fraction, **options)
@@ -332,7 +352,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def load_pickle(path: Path) -> dict:
     """Load one CIFAR python-version pickle (Python 2 pickles: latin1) with str keys."""
-    with open(path, "rb") as fh:
+    with _reading("cifar100", path), open(path, "rb") as fh:
         obj = _NumpyOnlyUnpickler(fh, encoding="latin1").load()
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
@@ -346,7 +366,8 @@ def _cifar_split(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
         data, labels = d["data"], d["fine_labels"]
     except KeyError as e:
         raise ValueError(f"cifar100: {path} has no {e.args[0]!r} entry (is it CIFAR-100?)") from None
-    images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    with _reading("cifar100", path, " (images of 3 x 32 x 32 bytes)"):
+        images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     coarse = d.get("coarse_labels")
     return (np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64),
             None if coarse is None else np.asarray(coarse, dtype=np.int64))
@@ -389,9 +410,10 @@ def _cars_annotations(mat: Path, images: Path) -> tuple[list[str], np.ndarray]:
     """(paths, 0-based labels), read as torchvision's StanfordCars does."""
     import scipy.io as sio
 
-    annos = np.atleast_1d(sio.loadmat(mat, squeeze_me=True)["annotations"])
-    paths = [str(images / str(a["fname"])) for a in annos]
-    labels = np.asarray([int(a["class"]) - 1 for a in annos], dtype=np.int64)
+    with _reading("stanford_cars", mat):
+        annos = np.atleast_1d(sio.loadmat(mat, squeeze_me=True)["annotations"])
+        paths = [str(images / str(a["fname"])) for a in annos]
+        labels = np.asarray([int(a["class"]) - 1 for a in annos], dtype=np.int64)
     return paths, labels
 
 
@@ -406,8 +428,9 @@ def stanford_cars(root: Path, *, seed: int = 0, val_fraction: float = 0.1,
     te_mat = _require(base / "cars_test_annos_withlabels.mat", "stanford_cars")
     tr_dir = _require(base / "cars_train", "stanford_cars", "dir")
     te_dir = _require(base / "cars_test", "stanford_cars", "dir")
-    class_names = [str(n) for n in
-                   np.atleast_1d(sio.loadmat(meta, squeeze_me=True)["class_names"]).tolist()]
+    with _reading("stanford_cars", meta):
+        class_names = [str(n) for n in
+                       np.atleast_1d(sio.loadmat(meta, squeeze_me=True)["class_names"]).tolist()]
     tr_paths, tr_y = _cars_annotations(tr_mat, tr_dir)
     te_paths, te_y = _cars_annotations(te_mat, te_dir)
     _check_labels("stanford_cars", tr_y, len(class_names), tr_mat)
@@ -424,11 +447,13 @@ def stanford_cars(root: Path, *, seed: int = 0, val_fraction: float = 0.1,
 def _id_table(path: Path) -> dict[int, str]:
     """``"<id> <value>"`` lines -> {id: value}."""
     table = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    with _reading("cub200", path):
+        lines = path.read_text().splitlines()
+    for n, line in enumerate(lines, 1):
+        key, _, value = line.strip().partition(" ")
         if not line.strip():
             continue
-        key, _, value = line.strip().partition(" ")
-        if not value:
+        if not value or not key.isdigit():
             raise ValueError(f"cub200: {path}:{n}: expected '<id> <value>', got {line!r}")
         table[int(key)] = value.strip()
     return table
@@ -457,7 +482,8 @@ def cub200(root: Path, *, seed: int = 0, val_fraction: float = 0.1, **options) -
             raise ValueError(f"cub200: {base / 'train_test_split.txt'}: id {image_id} has "
                              f"is_training_image={flag!r} (expected 0 or 1)")
         parts[flag][0].append(str(images_dir / files[image_id]))
-        parts[flag][1].append(int(labels[image_id]) - 1)
+        with _reading("cub200", base / "image_class_labels.txt", f" (label of image {image_id})"):
+            parts[flag][1].append(int(labels[image_id]) - 1)
     (tr_paths, tr_y), (te_paths, te_y) = parts["1"], parts["0"]
     tr_y, te_y = np.asarray(tr_y, dtype=np.int64), np.asarray(te_y, dtype=np.int64)
     _check_labels("cub200", tr_y, len(class_names), base / "image_class_labels.txt")
