@@ -19,7 +19,7 @@ report: "report/workflow.rst"  # `snakemake --report report.zip`: captions under
 
 sys.path.insert(0, workflow.basedir)
 from dilt import provenance as PROV, workflow as W
-from dilt.config import Suite, validated_or_exit
+from dilt.config import RESOURCE_STAGES, Suite, validated_or_exit
 from dilt.methods import get_method, method_names, ticket_method
 
 # the config, validated before any job (one line naming the key, then stop)

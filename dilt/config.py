@@ -281,6 +281,41 @@ def _check_suite(name: str, s: dict) -> None:
     _check_analysis(key, s)
     _check_seeds(key, s)
     _check_claims(key, s)
+    _check_ddp(key, s)
+    _check_resources(key, s)
+
+
+# the stages the rules ask resources for (rules/common.smk: res(stage)); 'default' is the base
+RESOURCE_STAGES = ("default", "init", "imp", "retrain", "transfer", "tickets", "analyze", "report")
+
+
+def _check_resources(key: str, s: dict) -> None:
+    for stage in s.get("resources") or {}:
+        if stage not in RESOURCE_STAGES:
+            raise _fail(f"{key}.resources.{stage}", f"is not a stage of the workflow "
+                        f"({', '.join(RESOURCE_STAGES)})")
+
+
+def _check_ddp(key: str, s: dict) -> None:
+    """Each key names a model (or model/dataset) of the suite, and every global batch it
+    covers splits evenly over its GPUs (the loop keeps ``batch_size`` the global batch)."""
+    from dilt.train import Recipe
+
+    data = list(dict.fromkeys(s["datasets"] + s["transfer"]["targets"]))
+    ddp = s.get("ddp") or {}
+    for k in ddp:
+        model, _, dataset = k.partition("/")
+        if model not in s["models"] or (dataset and dataset not in data):
+            raise _fail(f"{key}.ddp.{k}", f"names no model (or model/dataset) of the suite "
+                        f"(models: {', '.join(s['models'])}; data sets: {', '.join(data)})")
+    for model in s["models"]:
+        for d in data:
+            n = ddp.get(f"{model}/{d}", ddp.get(model, 1))
+            batch = merged_recipe(s, model, d).get("batch_size", Recipe.batch_size)
+            if n > 1 and batch % n:
+                src = f"{model}/{d}" if f"{model}/{d}" in ddp else model
+                raise _fail(f"{key}.ddp.{src}", f"{n} GPUs do not split the {model}/{d} "
+                            f"recipe's batch_size {batch} evenly")
 
 
 PRUNE_OPTIONS = ("prune_first", "prune_head")
@@ -358,6 +393,11 @@ def _check_methods(key: str, s: dict) -> None:
         if m not in reg:
             raise _fail(k, f"{m!r} is not a registered method (registered: {', '.join(sorted(reg))})")
         _check_options(k, opts, reg[m].options, f"the options of {m}")
+        if reg[m].check is not None:
+            try:
+                reg[m].check({**reg[m].options, **opts})
+            except ValueError as e:
+                raise _fail(k, str(e)) from None
 
 
 def _check_options(key: str, given: dict, accepted: dict, what: str) -> None:
@@ -484,6 +524,15 @@ def _check_partitions(key: str, s: dict) -> None:
                                     f"{MIN_PER_CLASS} needed; val_fraction {val_fraction(s, d)})")
 
 
+def _loader_check(name: str):
+    """The ``check_options(options)`` of a data set loader's module, if it has one."""
+    import sys
+
+    from dilt.data import get_loader
+
+    return getattr(sys.modules.get(get_loader(name).__module__), "check_options", None)
+
+
 def _loader_options(name: str) -> dict:
     """Options a data set's loader accepts (name -> default): its keyword parameters, or, when
     it forwards ``**options``, those of its module's ``_bundle`` (the image-folder loaders)."""
@@ -514,6 +563,12 @@ def _check_dataset_options(key: str, s: dict) -> None:
         if d not in used:
             raise _fail(f"{key}.dataset_options.{d}", f"{d!r} is not a data set of the suite ({', '.join(used)})")
         _check_options(f"{key}.dataset_options.{d}", opts, _loader_options(d), f"the loader of {d} accepts")
+        check = _loader_check(d)
+        if check is not None:
+            try:
+                check(opts)
+            except ValueError as e:
+                raise _fail(f"{key}.dataset_options.{d}", str(e)) from None
 
 
 @functools.lru_cache(maxsize=64)

@@ -152,6 +152,20 @@ def check_augment(augment) -> str:
     return augment
 
 
+def check_options(options: dict) -> None:
+    """The image loaders' transform options, checked (one line naming the key): the config
+    check calls it before any job starts, and :func:`make_transforms` again."""
+    if "augment" in options:
+        check_augment(options["augment"])
+    size = options.get("image_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"image_size: must be an integer >= 1, got {size!r}")
+    for key in ("crop_fraction", "min_scale"):
+        v = options.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1):
+            raise ValueError(f"{key}: must be a number in (0, 1], got {v!r}")
+
+
 def make_transforms(image_size: int = 224, *, augment: str = "basic", crop_fraction: float = 0.875,
                     min_scale: float = 0.08, native_size: int | None = None
                     ) -> tuple[Callable, Callable]:
@@ -159,6 +173,7 @@ def make_transforms(image_size: int = 224, *, augment: str = "basic", crop_fract
     ``native_size``: the data set's own image side when all its images share one (CIFAR: 32)."""
     from timm.data import create_transform
 
+    check_options({"image_size": image_size, "crop_fraction": crop_fraction, "min_scale": min_scale})
     augment = check_augment(augment)
     native = native_size is not None and native_size == image_size
     interpolation = "bicubic" if augment == "deit" else "bilinear"

@@ -55,6 +55,9 @@ class Method:
     # what a find job computes besides training (scoring batches, Fisher gradients, Hessians),
     # in images of training steps (for `dilt budget`): scoring(options, targets, facts) -> images
     scoring: Callable[[dict, list, ScoringFacts], float] | None = None
+    # raises ValueError naming the key of a bad option value (defaults merged with the config's);
+    # the config check calls it, so a bad value fails before any job starts
+    check: Callable[[dict], object] | None = None
     cite: str = ""                              # the paper it implements
 
     @property

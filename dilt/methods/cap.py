@@ -117,6 +117,6 @@ def scoring(options: dict, targets: list, facts) -> float:
 
 CAP = register_method(Method(
     name="cap", kind="post-training", display="CAP", find=find, needs=("theta0", "dense"),
-    options={**PAPER, "lr": None}, cost=cost, scoring=scoring,
+    options={**PAPER, "lr": None}, cost=cost, scoring=scoring, check=check_options,
     cite="Kuznedelev, Kurtic, Frantar, Alistarh. CAP: Correlation-Aware Pruning for "
          "Highly-Accurate Sparse Vision Models. NeurIPS 2023"))

@@ -17,11 +17,7 @@ def find(job) -> None:
     removes the largest)."""
     from dilt.train import resolve_device
 
-    opts = job.options
-    per_class = option(opts, job.method, "samples_per_class")
-    iters = option(opts, job.method, "num_iters")
-    T = option(opts, job.method, "T", float, 1e-6)
-    chunk = option(opts, job.method, "chunk", minimum=0) or None
+    per_class, iters, T, chunk = check_options(job.options)
     model = job.theta0_model().to(resolve_device(job.recipe.device))
     x, y = job.class_balanced_batch(per_class * iters)
     scores = grasp_scores(model, grasp_batches(x, y, iters), job.prunable, T, chunk=chunk)
@@ -32,6 +28,12 @@ def find(job) -> None:
                chunk=chunk, mode="train")
 
 
+def check_options(opts: dict) -> tuple[int, int, float, int | None]:
+    """(samples_per_class, num_iters, T, chunk or None), checked."""
+    return (option(opts, "grasp", "samples_per_class"), option(opts, "grasp", "num_iters"),
+            option(opts, "grasp", "T", float, 1e-6), option(opts, "grasp", "chunk", minimum=0) or None)
+
+
 def scoring(options: dict, targets: list, facts) -> float:
     """Every scoring image twice: a gradient (one step), then a Hessian-gradient product (about
     two)."""
@@ -40,6 +42,6 @@ def scoring(options: dict, targets: list, facts) -> float:
 
 register_method(Method(
     name="grasp", kind="one-shot", display="GraSP", find=find, needs=("theta0",),
-    options=dict(DEFAULTS), scoring=scoring,
+    options=dict(DEFAULTS), scoring=scoring, check=check_options,
     cite="Wang, Zhang, Grosse. Picking Winning Tickets Before Training by Preserving Gradient "
          "Flow. ICLR 2020"))

@@ -59,5 +59,6 @@ def find(job) -> None:
 RIGL = register_method(Method(
     name="rigl", kind="dynamic", display="RigL", find=find, needs=("theta0",),
     options={"delta_t": 100, "drop_fraction": 0.3, "end_fraction": 0.75, "erk": True},
+    check=checked_options,
     cite="Evci, Gale, Menick, Castro, Elsen. Rigging the Lottery: Making All Tickets Winners. "
          "ICML 2020"))

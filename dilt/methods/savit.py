@@ -37,15 +37,27 @@ def flops_keeps(opts: dict, targets) -> list[float]:
 
 
 def _check(opts: dict) -> None:
+    """The options, checked (one line naming the key); the FLOPs targets by :func:`flops_keeps`."""
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:
         raise sv.SAViTError(f"savit: unknown option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
     for key in ("per_class", "batch_size"):
-        if not isinstance(opts[key], int) or opts[key] < 1:
+        if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
             raise sv.SAViTError(f"savit: option {key} = {opts[key]!r} must be a positive integer")
     ft = opts["finetune_epochs"]
-    if ft is not None and (not isinstance(ft, int) or ft < 0):
+    if ft is not None and (not isinstance(ft, int) or isinstance(ft, bool) or ft < 0):
         raise sv.SAViTError(f"savit: option finetune_epochs = {ft!r} must be a non-negative integer")
+    if opts["curvature"] not in sv.CURVATURES:
+        raise sv.SAViTError(f"savit: option curvature = {opts['curvature']!r} is not one of "
+                            f"{', '.join(sv.CURVATURES)}")
+    tol = opts["tolerance"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
+        raise sv.SAViTError(f"savit: option tolerance = {tol!r} must be a number in (0, 1)")
+
+
+def check_options(opts: dict) -> None:
+    _check(opts)
+    flops_keeps(opts, [0.5])  # the values; "sparsities" maps the suite's targets
 
 
 def find(job) -> None:
@@ -143,5 +155,6 @@ def scoring(options: dict, targets: list, facts) -> float:
 register_method(Method(
     name="savit", kind="structured", display="SAViT", find=find, needs=("theta0", "dense"),
     retrain=False, vit_only=True, options=dict(OPTIONS), cost=cost, scoring=scoring,
+    check=check_options,
     cite="Zheng, Li, Zhang, Yang, Tan, Xiao, Ren, Pu. SAViT: Structure-Aware Vision Transformer "
          "Pruning via Collaborative Optimization. NeurIPS 2022"))

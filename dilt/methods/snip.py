@@ -11,9 +11,7 @@ def find(job) -> None:
     """Score theta_0 once on a class-balanced batch; one mask per target (largest |g * theta|)."""
     from dilt.train import resolve_device
 
-    opts = job.options
-    per_class = option(opts, job.method, "per_class")
-    chunk = option(opts, job.method, "chunk")
+    per_class, chunk = check_options(job.options)
     model = job.theta0_model().to(resolve_device(job.recipe.device))
     x, y = job.class_balanced_batch(per_class)
     scores = snip_scores(model, x, y, job.prunable, chunk=chunk)
@@ -23,6 +21,11 @@ def find(job) -> None:
     job.finish(scoring_examples=len(y), per_class=per_class, mode="eval")
 
 
+def check_options(opts: dict) -> tuple[int, int]:
+    """(per_class, chunk), checked."""
+    return option(opts, "snip", "per_class"), option(opts, "snip", "chunk")
+
+
 def scoring(options: dict, targets: list, facts) -> float:
     """One gradient of the scoring batch (``per_class`` images a class)."""
     return float(options["per_class"] * facts.classes)
@@ -30,6 +33,6 @@ def scoring(options: dict, targets: list, facts) -> float:
 
 register_method(Method(
     name="snip", kind="one-shot", display="SNIP", find=find, needs=("theta0",),
-    options={"per_class": 10, "chunk": 256}, scoring=scoring,
+    options={"per_class": 10, "chunk": 256}, scoring=scoring, check=check_options,
     cite="Lee, Ajanthan, Torr. SNIP: Single-shot Network Pruning based on Connection "
          "Sensitivity. ICLR 2019"))
