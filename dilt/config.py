@@ -308,14 +308,25 @@ def _check_ddp(key: str, s: dict) -> None:
         if model not in s["models"] or (dataset and dataset not in data):
             raise _fail(f"{key}.ddp.{k}", f"names no model (or model/dataset) of the suite "
                         f"(models: {', '.join(s['models'])}; data sets: {', '.join(data)})")
+    # without a ddp key a training job takes its stage's gpu count (dilt.workflow.gpus)
+    res = s.get("resources") or {}
+    stage_gpus = {}
+    for stage in ("imp", "retrain", "transfer"):
+        src = stage if "gpu" in res.get(stage, {}) else "default"
+        stage_gpus[f"resources.{src}.gpu"] = int(res.get(src, {}).get("gpu", 0))
     for model in s["models"]:
         for d in data:
-            n = ddp.get(f"{model}/{d}", ddp.get(model, 1))
             batch = merged_recipe(s, model, d).get("batch_size", Recipe.batch_size)
-            if n > 1 and batch % n:
-                src = f"{model}/{d}" if f"{model}/{d}" in ddp else model
-                raise _fail(f"{key}.ddp.{src}", f"{n} GPUs do not split the {model}/{d} "
-                            f"recipe's batch_size {batch} evenly")
+            for name in (f"{model}/{d}", model):
+                if name in ddp:
+                    used = {f"ddp.{name}": ddp[name]}
+                    break
+            else:
+                used = stage_gpus
+            for src, n in used.items():
+                if n > 1 and batch % n:
+                    raise _fail(f"{key}.{src}", f"{n} GPUs do not split the {model}/{d} "
+                                f"recipe's batch_size {batch} evenly")
 
 
 PRUNE_OPTIONS = ("prune_first", "prune_head")

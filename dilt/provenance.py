@@ -66,6 +66,9 @@ def dense_settings(suite, model: str, dataset: str, seed: int) -> dict:
             "recipe": _recipe(suite, model, dataset)}
 
 
+IMP_RULES = 2
+
+
 def find_settings(suite, method: str, model: str, dataset: str, seed: int, tag: str = FULL,
                   part: int | None = None) -> dict:
     """A mask-finding job: IMP (lth, colt, one DiLT partition) or any registered method."""
@@ -79,6 +82,10 @@ def find_settings(suite, method: str, model: str, dataset: str, seed: int, tag: 
          "options": (spec.get("method_options") or {}).get(method, {})}
     if m.kind == "iterative":
         s["prune"] = {k: spec["prune"][k] for k in ("rate", "rewind_epoch")}
+        # the version of IMP's own rules: 2 records epochs in full-data passes and stops a round
+        # on a target its step reaches before rounding, so runs of version 1 are recomputed
+        # (their masks and epochs differ), never reused or refused on resume
+        s["imp_rules"] = IMP_RULES
         s.update(_failed_fraction(spec))
     if tag != FULL:
         n, scheme = suite.partition(tag)

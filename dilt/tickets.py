@@ -104,7 +104,7 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
                                     "ticket": name, "mode": mode, "control": control,
                                     "target_sparsity": t, "round": r,
                                     "actual_sparsity": mask.sparsity, "trainings": len(run_dirs) * r,
-                                    "epochs": r * epochs_per_round,
+                                    "epochs": round(r * epochs_per_round, 9),
                                     "empty_layers": mask.empty_layers(), "flags": flags})
     manifest = {**meta, "n_partitions": len(run_dirs), "partition_sparsity_by_round": part_sparsity,
                 "failed_from_round": failed, "masks": entries}

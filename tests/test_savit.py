@@ -312,9 +312,9 @@ def test_under_ddp_each_rank_scores_its_share_and_the_sums_are_the_whole_batchs(
 
 
 def test_a_restarted_job_reuses_its_scores(tmp_path, monkeypatch):
-    """The scores (the exact Hessian: most of a DeiT-S job) are kept in the run directory: a
-    job started again after a kill in its fine-tuning does not compute them again, and scores of
-    other settings are never used."""
+    """The scores (the exact Hessian: most of a DeiT-S job) are kept in the run directory until
+    the run completes: a job killed in its fine-tuning and started again does not compute them
+    again and ends as an uninterrupted one; scores of other settings are never used."""
     import yaml
     from conftest import init_and_dense, tiny_config
 
@@ -331,16 +331,27 @@ def test_a_restarted_job_reuses_its_scores(tmp_path, monkeypatch):
     calls = []
     real = method._scores
     monkeypatch.setattr(method, "_scores", lambda *a: calls.append(1) or real(*a))
+    real_train = MaskJob.train
 
-    def run(provenance="p1"):
+    def run(out="run", provenance="p1", killed=False):
         job = MaskJob(suite=suite, method="savit", model="vit_tiny", dataset="digits", seed=0,
-                      out_dir=tmp_path / "run", theta0=theta0, dense=dense, provenance=provenance)
+                      out_dir=tmp_path / out, theta0=theta0, dense=dense, provenance=provenance)
         job.out_dir.mkdir(exist_ok=True)
+        if killed:
+            monkeypatch.setattr(MaskJob, "train", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+            with pytest.raises(KeyboardInterrupt):
+                method.find(job)
+            monkeypatch.setattr(MaskJob, "train", real_train)
+            return None
         method.find(job)
         return (job.out_dir / MANIFEST).read_text()
 
-    first = run()
-    (tmp_path / "run" / MANIFEST).unlink()          # killed before its last write
-    assert run() == first and len(calls) == 1
-    run(provenance="p2")                            # other settings: scored again
-    assert len(calls) == 2
+    scores = tmp_path / "run" / method.SCORES
+    run(killed=True)
+    assert scores.exists() and len(calls) == 1
+    resumed = run()
+    assert len(calls) == 1 and not scores.exists()      # reused, then removed with the run done
+    assert resumed == run(out="clean") and len(calls) == 2
+    run(out="other", killed=True)
+    run(out="other", provenance="p2")                   # other settings: scored again
+    assert len(calls) == 4

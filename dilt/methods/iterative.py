@@ -68,7 +68,7 @@ def find_imp(job: MaskJob) -> None:
         # the DiLT tickets are (dilt.tickets)
         flags = ["failed_source"] if failed is not None and failed <= r else []
         # mask r is pruned after r trainings of every model (round 0 trains the dense model)
-        job.write_mask(masks[r], t, round=r, epochs=r * epochs_per_round,
+        job.write_mask(masks[r], t, round=r, epochs=round(r * epochs_per_round, 9),
                        extra={"trainings": r * len(runs), "flags": flags})
     job.finish(theta0=meta["theta0"], n_models=len(runs), final_round=summary["final_round"],
                rewind_epoch=prune["rewind_epoch"], failed_from_round=failed)

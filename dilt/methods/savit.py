@@ -12,6 +12,7 @@ import dataclasses
 
 import torch
 
+from dilt import platform
 from dilt.methods import Method, register_method
 from dilt.methods.job import mask_key
 from dilt.prune import savit as sv
@@ -21,6 +22,7 @@ OPTIONS = {"flops_keep": [0.5], "per_class": 32, "batch_size": 64, "curvature": 
 # A Hessian-vector product by double backward costs about two training steps (Pearlmutter 1994:
 # a small constant times a gradient); an estimate for `dilt budget`, not timed on a GPU.
 HVP_STEPS = 2.0
+SCORES = "scores.pt"   # the scores of an unfinished run (removed when it completes)
 
 
 def flops_keeps(opts: dict, targets) -> list[float]:
@@ -96,6 +98,8 @@ def find(job) -> None:
                                                       "params_dense": sv.param_count(dense)})
     job.finish(scoring_examples=n, per_class=opts["per_class"], curvature=opts["curvature"],
                flops_dense=dense_flops, axis="flops")
+    if platform.is_main():  # the run is complete: its scores are no longer needed
+        (job.out_dir / SCORES).unlink(missing_ok=True)
 
 
 def _kept_scores(job, dense, opts) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -104,13 +108,14 @@ def _kept_scores(job, dense, opts) -> tuple[torch.Tensor, torch.Tensor, int]:
     started again does not compute it again."""
     from dilt.io import load_checked, save_checked
 
-    path = job.out_dir / "scores.pt"
+    path = job.out_dir / SCORES
     if path.exists():
         kept = load_checked(path)
         if kept.get("provenance") == job.provenance:
             return kept["g"], kept["h"], int(kept["n"])
     g, h, n = _scores(job, dense, opts)
-    save_checked(path, {"g": g, "h": h, "n": n, "provenance": job.provenance})  # rank 0 writes
+    if platform.is_main():  # every rank holds them; one copy on disk (2.9 GB for DeiT-S)
+        save_checked(path, {"g": g, "h": h, "n": n, "provenance": job.provenance})
     return g, h, n
 
 
@@ -118,8 +123,6 @@ def _scores(job, dense, opts) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The gates' gradient and curvature (on the CPU) over the scoring batch, and its size.
     Under DDP each rank loads and scores its share of the batch (32,000 images at 224 px are
     about 19 GB, and the exact Hessian takes hours) and the ranks sum their parts."""
-    from dilt import platform
-
     x, y = job.class_balanced_batch(opts["per_class"], shard=(platform.rank(), platform.world_size()))
     bs = opts["batch_size"]
     batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs)]

@@ -271,8 +271,8 @@ def specialists(df: pd.DataFrame) -> list[str]:
     d = _sel(df, experiment="retrain", metric="top1", method=V.DILT, control="ticket")
     out = []
     groups = list(d.groupby(["model", "dataset", "partition", "mode", "target_sparsity"]))
-    full = lambda g: tuple(g[(g.ticket == k) & (g.split == "full")] for k in ("spec1", "spec2", "core"))  # noqa: E731
-    for (model, ds, part, mode, t), g in _listed_once(groups, 3, full):
+    specs = lambda g: tuple(g[(g.ticket == k) & (g.split == "full")] for k in ("spec1", "spec2"))  # noqa: E731
+    for (model, ds, part, mode, t), g in _listed_once(groups, 3, specs):
         if not {"part1", "part2"} <= set(g.split) or not {"spec1", "spec2"} <= set(g.ticket):
             continue
         gap = {k: (_per_seed(g[g.ticket == k], "part1") - _per_seed(g[g.ticket == k], "part2"))
