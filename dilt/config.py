@@ -300,6 +300,7 @@ def _check_ddp(key: str, s: dict) -> None:
     """Each key names a model (or model/dataset) of the suite, and every global batch it
     covers splits evenly over its GPUs (the loop keeps ``batch_size`` the global batch)."""
     from dilt.train import Recipe
+    from dilt.workflow import gpus
 
     data = list(dict.fromkeys(s["datasets"] + s["transfer"]["targets"]))
     ddp = s.get("ddp") or {}
@@ -308,7 +309,8 @@ def _check_ddp(key: str, s: dict) -> None:
         if model not in s["models"] or (dataset and dataset not in data):
             raise _fail(f"{key}.ddp.{k}", f"names no model (or model/dataset) of the suite "
                         f"(models: {', '.join(s['models'])}; data sets: {', '.join(data)})")
-    # without a ddp key a training job takes its stage's gpu count (dilt.workflow.gpus)
+    # the GPUs of a training job, as the rules ask them (dilt.workflow.gpus): the ddp key, else
+    # the stage's resources
     res = s.get("resources") or {}
     stage_gpus = {}
     for stage in ("imp", "retrain", "transfer"):
@@ -317,15 +319,11 @@ def _check_ddp(key: str, s: dict) -> None:
     for model in s["models"]:
         for d in data:
             batch = merged_recipe(s, model, d).get("batch_size", Recipe.batch_size)
-            for name in (f"{model}/{d}", model):
-                if name in ddp:
-                    used = {f"ddp.{name}": ddp[name]}
-                    break
-            else:
-                used = stage_gpus
-            for src, n in used.items():
+            key_of = next((f"ddp.{k}" for k in (f"{model}/{d}", model) if k in ddp), None)
+            for src, default in stage_gpus.items():
+                n = gpus(s, model, d, default)
                 if n > 1 and batch % n:
-                    raise _fail(f"{key}.{src}", f"{n} GPUs do not split the {model}/{d} "
+                    raise _fail(f"{key}.{key_of or src}", f"{n} GPUs do not split the {model}/{d} "
                                 f"recipe's batch_size {batch} evenly")
 
 

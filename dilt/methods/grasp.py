@@ -11,6 +11,8 @@ from dilt.prune.pai import grasp_batches, grasp_scores, mask_from_scores, option
 # forward pass (0: a whole batch), for memory on large images.
 DEFAULTS = {"samples_per_class": 10, "num_iters": 1, "T": 200.0, "chunk": 0}
 
+NAME = "grasp"  # the config and path name (registered below)
+
 
 def find(job) -> None:
     """Score theta_0 once; one mask per target keeping the smallest -theta * Hg (the original
@@ -30,8 +32,8 @@ def find(job) -> None:
 
 def check_options(opts: dict) -> tuple[int, int, float, int | None]:
     """(samples_per_class, num_iters, T, chunk or None), checked."""
-    return (option(opts, "grasp", "samples_per_class"), option(opts, "grasp", "num_iters"),
-            option(opts, "grasp", "T", float, 1e-6), option(opts, "grasp", "chunk", minimum=0) or None)
+    return (option(opts, NAME, "samples_per_class"), option(opts, NAME, "num_iters"),
+            option(opts, NAME, "T", float, 1e-6), option(opts, NAME, "chunk", minimum=0) or None)
 
 
 def scoring(options: dict, targets: list, facts) -> float:
@@ -41,7 +43,7 @@ def scoring(options: dict, targets: list, facts) -> float:
 
 
 register_method(Method(
-    name="grasp", kind="one-shot", display="GraSP", find=find, needs=("theta0",),
+    name=NAME, kind="one-shot", display="GraSP", find=find, needs=("theta0",),
     options=dict(DEFAULTS), scoring=scoring, check=check_options,
     cite="Wang, Zhang, Grosse. Picking Winning Tickets Before Training by Preserving Gradient "
          "Flow. ICLR 2020"))

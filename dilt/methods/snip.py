@@ -6,6 +6,8 @@ from dilt.masks import Mask
 from dilt.methods import Method, register_method
 from dilt.prune.pai import mask_from_scores, option, snip_scores
 
+NAME = "snip"  # the config and path name (registered below)
+
 
 def find(job) -> None:
     """Score theta_0 once on a class-balanced batch; one mask per target (largest |g * theta|)."""
@@ -23,7 +25,7 @@ def find(job) -> None:
 
 def check_options(opts: dict) -> tuple[int, int]:
     """(per_class, chunk), checked."""
-    return option(opts, "snip", "per_class"), option(opts, "snip", "chunk")
+    return option(opts, NAME, "per_class"), option(opts, NAME, "chunk")
 
 
 def scoring(options: dict, targets: list, facts) -> float:
@@ -32,7 +34,7 @@ def scoring(options: dict, targets: list, facts) -> float:
 
 
 register_method(Method(
-    name="snip", kind="one-shot", display="SNIP", find=find, needs=("theta0",),
+    name=NAME, kind="one-shot", display="SNIP", find=find, needs=("theta0",),
     options={"per_class": 10, "chunk": 256}, scoring=scoring, check=check_options,
     cite="Lee, Ajanthan, Torr. SNIP: Single-shot Network Pruning based on Connection "
          "Sensitivity. ICLR 2019"))
