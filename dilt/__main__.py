@@ -7,4 +7,7 @@ if code is None:
     from dilt.cli import main
 
     code = main()
+    from dilt import platform
+
+    platform.exit_process(code)  # a DDP rank skips the interpreter's C++ teardown
 raise SystemExit(code)

@@ -279,6 +279,7 @@ def _check_suite(name: str, s: dict) -> None:
     _check_recipes(key, s)
     _check_partitions(key, s)
     _check_analysis(key, s)
+    _check_targets_keep_weights(key, s)
     _check_seeds(key, s)
     _check_claims(key, s)
     _check_ddp(key, s)
@@ -607,6 +608,35 @@ def _check_analysis(key: str, s: dict) -> None:
             n = layer_count(model, *_input_facts(s, d))
             if k > n:
                 raise _fail(f"{key}.analysis.k", f"{k} clusters exceed the {n} weight layers of {model}")
+
+
+def _check_targets_keep_weights(key: str, s: dict) -> None:
+    """The highest target sparsity keeps at least one prunable weight of every model (a target
+    like 0.9999999 would otherwise ask IMP for an empty mask after hours of training)."""
+    from dilt.prune.magnitude import keep_count
+
+    i, top = max(enumerate(s["sparsities"]), key=lambda e: e[1])
+    for m, opts in s["models"].items():
+        for d in s["datasets"]:
+            n = _prunable_count(m, *_input_facts(s, d), json.dumps(opts or {}, sort_keys=True))
+            if keep_count(n, top) < 1:
+                raise _fail(f"{key}.sparsities[{i}]", f"{top} keeps no weight of the {n} "
+                            f"prunable weights of {m} on {d}")
+
+
+@functools.cache
+def _prunable_count(model: str, classes: int, shape: tuple[int, ...], options: str) -> int:
+    """How many weights of ``model`` (built with ``options``, JSON) are prunable (meta device)."""
+    import torch
+
+    from dilt.models import build_model, prunable_names
+
+    opts = json.loads(options)
+    prune = {k: opts.pop(k) for k in PRUNE_OPTIONS if k in opts}
+    with torch.device("meta"):
+        net = build_model(model, classes, shape, **opts)
+    params = dict(net.named_parameters())
+    return sum(params[n].numel() for n in prunable_names(net, **prune))
 
 
 def _check_seeds(key: str, s: dict) -> None:

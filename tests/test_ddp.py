@@ -54,6 +54,7 @@ if platform.is_main():
     with open(out + "/ranks.json", "w") as f:
         json.dump(got, f)
 platform.shutdown()
+platform.exit_process(0)
 """
 
 
@@ -81,6 +82,18 @@ def test_loader_shards_are_the_single_process_batches():
         assert torch.equal(torch.cat([s[k][1] for s in shards]), y)
     assert platform.shard_batch(np.arange(7), 1, 3).tolist() == [3, 4]
     assert platform.world_size() == 1 and platform.is_main()  # no process group: one process
+
+
+def test_a_finished_rank_exits_with_its_code_and_its_output_flushed():
+    """A former DDP rank ends by os._exit (no C++ teardown in gloo's threads), yet keeps its exit
+    status and what it printed to a pipe (block-buffered: os._exit alone would drop it)."""
+    code = ("from dilt import platform; platform._WAS_DISTRIBUTED = True; print('results written');"
+            "platform.exit_process(3)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout) == (3, "results written\n")
+    with pytest.raises(SystemExit) as e:  # one process: a plain exit
+        platform.exit_process(4)
+    assert e.value.code == 4
 
 
 def test_gloo_ddp_matches_single_process(tmp_path):
@@ -140,6 +153,7 @@ if platform.is_main():
     with open(out + "/ranks.json", "w") as f:
         json.dump(got, f)
 platform.shutdown()
+platform.exit_process(0)
 """
 
 
