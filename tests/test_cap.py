@@ -330,3 +330,40 @@ def test_under_ddp_each_rank_takes_its_share_of_the_gradients_and_the_sums_are_t
     assert [float(parts[len(names)]), float(parts[k + len(names)])] == [4.0, 3.0]
     for i, n in enumerate(names):
         assert torch.allclose((parts[i] + parts[k + i]) / 7, fisher[n], rtol=1e-10, atol=1e-14)
+
+
+def test_a_restarted_job_resumes_after_its_last_finished_step(cap_job, monkeypatch):
+    """A job killed in step 2's fine-tuning and started again does not compute step 1's Fisher
+    again (it loads the model and mask kept after that step), ends with the files of an
+    uninterrupted run, and leaves no resume file behind once complete."""
+    from conftest import assert_same_files
+
+    from dilt.methods import cap as method
+    from dilt.methods.job import MaskJob
+
+    fishers, trains = [], []
+    real_fisher, real_train = method.empirical_fisher, MaskJob.train
+    monkeypatch.setattr(method, "empirical_fisher", lambda *a, **k: fishers.append(1) or real_fisher(*a, **k))
+
+    def killed_in_step2(job, model, *, name, **kw):
+        trains.append(name)
+        if name == "step1":
+            raise KeyboardInterrupt
+        return real_train(job, model, name=name, **kw)
+
+    monkeypatch.setattr(MaskJob, "train", killed_in_step2)
+    with pytest.raises(KeyboardInterrupt):
+        method.find(cap_job)
+    assert trains == ["step0", "step1"] and len(fishers) == 2
+    assert (cap_job.out_dir / "step_0.pt").exists() and not (cap_job.out_dir / "ckpt_step0.pt").exists()
+    monkeypatch.setattr(MaskJob, "train", real_train)
+    cap_job._entries.clear()
+    method.find(cap_job)
+    assert len(fishers) == 3                                   # step 1's Fisher only
+    assert not list(cap_job.out_dir.glob("step_*.pt")) and not list(cap_job.out_dir.glob("ckpt_*.pt"))
+    clean = MaskJob(suite=cap_job.suite, method="cap", model="mlp", dataset="digits", seed=0,
+                    out_dir=cap_job.out_dir.parent / "clean", theta0=cap_job.theta0, dense=cap_job.dense)
+    clean.out_dir.mkdir()
+    method.find(clean)
+    files = {d: {p.name: p for p in d.iterdir()} for d in (cap_job.out_dir, clean.out_dir)}
+    assert_same_files(*files.values())

@@ -15,6 +15,9 @@ from dilt.io import read_json, write_json
 from dilt.masks import Mask
 
 MANIFEST = "masks.json"
+# what a killed run resumes from: epoch checkpoints (:meth:`MaskJob.train`) and a method's own
+# state between its steps (CAP's); removed once the run completes
+RESUME_FILES = ("ckpt_*.pt", "step_*.pt")
 
 
 def mask_key(target: float, ticket: str = "mask", control: str = "ticket") -> str:
@@ -162,11 +165,18 @@ class MaskJob:
                 e["own_result"] = f"own_{key}.json"
 
     def finish(self, **summary) -> dict:
-        """Write the manifest (last: the run is complete) and return it."""
+        """Write the manifest (last: the run is complete), remove the files a killed run would
+        have resumed from (:data:`RESUME_FILES`) and return the manifest."""
         manifest = {"method": self.method, "model": self.model, "dataset": self.dataset,
                     "seed": self.seed, "partition": self.partition, "provenance": self.provenance,
                     "masks": self._entries, **summary}
         write_json(self.out_dir / MANIFEST, manifest)
+        from dilt import platform
+
+        if platform.is_main():  # the run is complete: nothing resumes from these any more
+            for pattern in RESUME_FILES:
+                for path in self.out_dir.glob(pattern):
+                    path.unlink(missing_ok=True)
         return manifest
 
 
