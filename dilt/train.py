@@ -529,6 +529,8 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
         stats = platform.all_reduce_sum(torch.stack([total, torch.tensor(float(seen), dtype=torch.float64,
                                                                         device=device)]))
         platform.broadcast_buffers(model)
+        if c.ema is not None:  # its buffers are copies of this rank's: evaluate and keep rank 0's
+            platform.broadcast_buffers(c.ema.module)
         val = _evaluate_loader(c.eval_forward, model, val_loader, val_split.label_map, c)
         row = {"epoch": epoch, "lr": recipe.lr_at(epoch),
                "train_loss": float(stats[0] / max(float(stats[1]), 1.0)), "val_top1": val}

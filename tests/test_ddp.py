@@ -148,7 +148,13 @@ torch.manual_seed(0)
 cnn = build_model("cnn", 10, data.input_shape)
 train(cnn, Split(data.train), Split(data.val), recipe, seed=0)
 bufs = hashlib.sha256(b"".join(b.numpy().tobytes() for b in cnn.buffers())).hexdigest()
-got = platform.gather_object({{"rank": platform.rank(), "rounds": summary["final_round"], "bufs": bufs}})
+torch.manual_seed(0)
+cnn = build_model("cnn", 10, data.input_shape)
+ema = Recipe(epochs=1, batch_size=64, lr=0.05, device="cpu", ema_decay=0.9, ema_select=True)
+train(cnn, Split(data.train), Split(data.val), ema, seed=0)
+ema_bufs = hashlib.sha256(b"".join(b.numpy().tobytes() for b in cnn.buffers())).hexdigest()
+got = platform.gather_object({{"rank": platform.rank(), "rounds": summary["final_round"], "bufs": bufs,
+                               "ema_bufs": ema_bufs}})
 if platform.is_main():
     with open(out + "/ranks.json", "w") as f:
         json.dump(got, f)
@@ -160,7 +166,8 @@ platform.exit_process(0)
 def test_ranks_read_what_rank_0_wrote_and_share_its_batchnorm_statistics(tmp_path):
     """A job under torchrun: every rank waits for rank 0's files before reading them (the IMP
     rounds' records, a stale run directory emptied once), and evaluates rank 0's BatchNorm
-    statistics (each rank updates its own from its share of the batches)."""
+    statistics (each rank updates its own from its share of the batches), those of the EMA copy
+    too."""
     stale = tmp_path / "run"
     stale.mkdir()
     (stale / "settings.json").write_text(json.dumps({"provenance": "old", "settings": {}}))
@@ -176,6 +183,7 @@ def test_ranks_read_what_rank_0_wrote_and_share_its_batchnorm_statistics(tmp_pat
     ranks = json.loads((tmp_path / "ranks.json").read_text())
     assert [r["rounds"] for r in ranks] == [2, 2]
     assert ranks[0]["bufs"] == ranks[1]["bufs"]
+    assert ranks[0]["ema_bufs"] == ranks[1]["ema_bufs"]  # the EMA copy's, selected and returned
     assert not list(stale.glob("old_*")) and json.loads((stale / "settings.json").read_text())["settings"] == {"x": 1}
     assert sorted(p.name for p in stale.glob("round_r*.json")) == [f"round_r{r}_p{k}.json" for r in range(3)
                                                                    for k in (1, 2)]
