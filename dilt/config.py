@@ -301,7 +301,7 @@ def _check_ddp(key: str, s: dict) -> None:
     """Each key names a model (or model/dataset) of the suite, and every global batch it
     covers splits evenly over its GPUs (the loop keeps ``batch_size`` the global batch)."""
     from dilt.train import Recipe
-    from dilt.workflow import gpus
+    from dilt.workflow import gpus, stage_resources
 
     data = list(dict.fromkeys(s["datasets"] + s["transfer"]["targets"]))
     ddp = s.get("ddp") or {}
@@ -311,12 +311,12 @@ def _check_ddp(key: str, s: dict) -> None:
             raise _fail(f"{key}.ddp.{k}", f"names no model (or model/dataset) of the suite "
                         f"(models: {', '.join(s['models'])}; data sets: {', '.join(data)})")
     # the GPUs of a training job, as the rules ask them (dilt.workflow.gpus): the ddp key, else
-    # the stage's resources
+    # the stage's resources (named in an error by the key that set them)
     res = s.get("resources") or {}
     stage_gpus = {}
     for stage in ("imp", "retrain", "transfer"):
-        src = stage if "gpu" in res.get(stage, {}) else "default"
-        stage_gpus[f"resources.{src}.gpu"] = int(res.get(src, {}).get("gpu", 0))
+        src = stage if "gpu" in (res.get(stage) or {}) else "default"
+        stage_gpus[f"resources.{src}.gpu"] = int(stage_resources(s, stage)["gpu"])
     for model in s["models"]:
         for d in data:
             batch = merged_recipe(s, model, d).get("batch_size", Recipe.batch_size)

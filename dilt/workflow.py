@@ -160,6 +160,18 @@ def transfer_sources(spec: dict, tag: str) -> list[str]:
     return [("tickets" if m.per_partition else m.name) for m in chosen if m.on_partitions]
 
 
+# what a job gets where the suite's ``resources`` say nothing (``runtime`` in minutes)
+RESOURCE_DEFAULTS = {"gpu": 0, "runtime": 30, "mem_mb": 4000, "cpus_per_task": 1, "nodes": 1}
+
+
+def stage_resources(spec: dict, stage: str) -> dict:
+    """Resources of a workflow stage: :data:`RESOURCE_DEFAULTS`, then the suite's
+    ``resources.default``, then ``resources.<stage>`` (``nodes`` stays 1: a job's GPUs on one
+    node, as ``torchrun --standalone`` sees only its own node's)."""
+    res = spec.get("resources") or {}
+    return {**RESOURCE_DEFAULTS, **(res.get("default") or {}), **(res.get(stage) or {})}
+
+
 def gpus(spec: dict, model: str, dataset: str, default: int) -> int:
     """GPUs (DDP processes) of one training job: the suite's ``ddp`` for ``model/dataset``, else
     for ``model``, else the stage's resources."""

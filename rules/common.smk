@@ -64,10 +64,7 @@ def res(stage, training=False):
     one-shot: SNIP, GraSP and random masks score once, with no use for DDP ranks).
     """
     assert stage in RESOURCE_STAGES, stage  # the stages the config check knows
-    # nodes 1: a job's GPUs on one node (torchrun --standalone sees only its own node's)
-    r = {"gpu": 0, "runtime": 30, "mem_mb": 4000, "cpus_per_task": 1, "nodes": 1}
-    r.update(S.get("resources", {}).get("default", {}))
-    r.update(S.get("resources", {}).get(stage, {}))
+    r = W.stage_resources(S, stage)
     if training:
         default = r["gpu"]
         trains = training if callable(training) else (lambda wc: True)
