@@ -12,7 +12,7 @@ from torch.func import functional_call
 from dilt.masks import Mask
 from dilt.models import build_model, prunable_names
 from dilt.prune.magnitude import keep_count
-from dilt.prune.pai import grasp_batches, grasp_scores, mask_from_scores, snip_scores
+from dilt.prune.pai import grasp_batches, grasp_scores, mask_from_scores, require_signal, snip_scores
 
 
 def _mlp(seed=0, dtype=torch.float64):
@@ -228,6 +228,27 @@ def test_mask_from_scores_rejects_bad_input():
         mask_from_scores({"a": torch.tensor([1.0, float("nan"), 0.0, 2.0])}, like, 0.5)
     with pytest.raises(KeyError, match="'a'"):
         mask_from_scores({}, like, 0.5)
+
+
+@pytest.mark.parametrize("zero_init_last", [True, False])
+def test_a_layer_without_gradient_at_theta0_is_refused_not_ranked_by_ties(zero_init_last):
+    """timm's zero_init_last leaves ResNet-50's block convolutions no gradient at theta_0 (their
+    SNIP and GraSP scores are all 0); the scoring refuses that, naming a layer, and the builder's
+    default (off, as torchvision's) gives every prunable layer a signal."""
+    torch.manual_seed(0)
+    net = build_model("resnet50", 4, (3, 16, 16), zero_init_last=zero_init_last)
+    names = prunable_names(net)
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
+    scores = snip_scores(net, x, y, names)
+    dead = [n for n in names if not scores[n].any()]
+    if zero_init_last:
+        assert "layer1.0.conv3.weight" in dead and len(dead) == 48  # 16 blocks x 3 convs
+        with pytest.raises(ValueError, match=r"^snip: every score of 'layer1\.0\.conv1\.weight' is 0"):
+            require_signal(scores, "snip")
+    else:
+        assert dead == []
+        require_signal(scores, "snip")
+    assert not build_model("resnet50", 4, (3, 16, 16)).layer1[0].bn3.weight.eq(0).any()
 
 
 def test_grasp_batches_split_like_the_original():

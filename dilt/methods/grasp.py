@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dilt.masks import Mask
 from dilt.methods import Method, register_method
-from dilt.prune.pai import grasp_batches, grasp_scores, mask_from_scores, option
+from dilt.prune.pai import grasp_batches, grasp_scores, mask_from_scores, option, require_signal
 
 # The authors' defaults (Alecwangcq/GraSP: CIFAR-10 configs samples_per_class=10, num_iters=1,
 # T=200; their CIFAR-100 configs use 5 per class and 2 iterations). ``chunk``: examples per
@@ -23,6 +23,7 @@ def find(job) -> None:
     model = job.theta0_model().to(resolve_device(job.recipe.device))
     x, y = job.class_balanced_batch(per_class * iters)
     scores = grasp_scores(model, grasp_batches(x, y, iters), job.prunable, T, chunk=chunk)
+    require_signal(scores, NAME)
     like = Mask.ones(model, job.prunable)
     for t in job.targets:
         job.write_mask(mask_from_scores(scores, like, t, keep="smallest"), t, epochs=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dilt.masks import Mask
 from dilt.methods import Method, register_method
-from dilt.prune.pai import mask_from_scores, option, snip_scores
+from dilt.prune.pai import mask_from_scores, option, require_signal, snip_scores
 
 NAME = "snip"  # the config and path name (registered below)
 
@@ -17,6 +17,7 @@ def find(job) -> None:
     model = job.theta0_model().to(resolve_device(job.recipe.device))
     x, y = job.class_balanced_batch(per_class)
     scores = snip_scores(model, x, y, job.prunable, chunk=chunk)
+    require_signal(scores, NAME)
     like = Mask.ones(model, job.prunable)
     for t in job.targets:
         job.write_mask(mask_from_scores(scores, like, t, keep="largest"), t, epochs=0)

@@ -41,9 +41,14 @@ def timm_resnet(arch: str, num_classes: int, input_shape, cifar_stem: bool | Non
 
 
 @register_model("resnet50")
-def resnet50(num_classes: int, input_shape, *, cifar_stem: bool | None = None, **kw):
-    """timm ResNet-50; ``cifar_stem`` (default: images of at most 32 px) as for resnet18."""
-    return timm_resnet("resnet50", num_classes, input_shape, cifar_stem, **kw)
+def resnet50(num_classes: int, input_shape, *, cifar_stem: bool | None = None,
+             zero_init_last: bool = False, **kw):
+    """timm ResNet-50; ``cifar_stem`` (default: images of at most 32 px) as for resnet18.
+    ``zero_init_last`` is off, as in torchvision's ResNet-50 of the LTH papers and COLT's
+    ResNets: timm's default zeroes each block's last BatchNorm, so at theta_0 no gradient reaches
+    the blocks' convolutions and pruning at initialisation (SNIP, GraSP) has nothing to rank."""
+    return timm_resnet("resnet50", num_classes, input_shape, cifar_stem,
+                       zero_init_last=zero_init_last, **kw)
 
 
 @register_model("deit_s")

@@ -127,6 +127,19 @@ def grasp_batches(x: torch.Tensor, y: torch.Tensor, num_iters: int) -> list[Batc
     return [b for b in out if len(b[1])]
 
 
+def require_signal(scores: Mapping[str, torch.Tensor], method: str) -> None:
+    """Refuse scores that leave a layer unranked. A layer whose every score is 0 got no gradient
+    from the scoring batch (a residual branch behind a zero-initialised BatchNorm, as timm's
+    ``zero_init_last`` builds ResNets), and the global top-k would keep or drop it by
+    tie-breaking."""
+    dead = [n for n, s in scores.items() if not bool(s.any())]
+    if dead:
+        raise ValueError(f"{method}: every score of {dead[0]!r} is 0 at theta_0 ({len(dead)} of "
+                         f"{len(scores)} layers): no gradient reaches it from the scoring batch "
+                         "(e.g. a residual branch behind a zero-initialised BatchNorm), so its mask "
+                         "would be chosen by tie-breaking")
+
+
 def mask_from_scores(scores: Mapping[str, torch.Tensor], like: Mask, sparsity: float,
                      keep: str = "largest") -> Mask:
     """Global one-shot mask: exactly ``keep_count(like.numel, sparsity)`` weights kept, those with
