@@ -193,6 +193,40 @@ def test_taylor_terms_match_finite_differences_of_the_loss(data):
     assert torch.linalg.eigvalsh(hf).min() > -1e-10
 
 
+def test_out_of_memory_halves_the_hessian_chunk_and_gives_the_same_hessian(data, monkeypatch, capsys):
+    """Batched Hessian-vector products that run out of memory are retried in halves (not one at
+    a time, silently, as for an op without a batching rule), and the Hessian is unchanged."""
+    model = tiny_vit(dtype=torch.float64)
+    batch = (data[0].double(), data[1])
+    _, want = sv.gate_taylor(model, [batch], chunk=64)
+    real, sizes = torch.autograd.grad, []
+
+    def small_memory(*a, **k):  # room for at most 10 products at once
+        if k.get("is_grads_batched"):
+            sizes.append(len(k["grad_outputs"]))
+            if sizes[-1] > 10:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch.autograd, "grad", small_memory)
+    _, got = sv.gate_taylor(model, [batch], chunk=64)
+    assert sizes[:4] == [64, 32, 16, 8] and max(sizes[3:]) == 8  # halved, then kept at 8
+    assert torch.equal(got, want)
+    assert "now 8 at a time" in capsys.readouterr().err
+
+    def no_memory(*a, **k):  # not even for one product: the error stands
+        if k.get("is_grads_batched"):
+            sizes.append(len(k["grad_outputs"]))
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*a, **k)
+
+    sizes.clear()
+    monkeypatch.setattr(torch.autograd, "grad", no_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        sv.gate_taylor(model, [batch], chunk=2)
+    assert sizes == [2, 1]
+
+
 def _duplicate_heads(model, src, dst, scale_other, other):
     """Head ``dst`` of block 0 becomes an identical copy of head ``src``; head ``other``'s output
     projection is multiplied by ``scale_other``."""

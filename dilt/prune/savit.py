@@ -279,19 +279,33 @@ def gate_count(model: nn.Module) -> int:
 
 
 def _hessian_rows(grad: torch.Tensor, alpha: torch.Tensor, chunk: int) -> torch.Tensor:
-    """The full Hessian from ``grad`` (built with create_graph) by batched Hessian-vector products."""
+    """The full Hessian from ``grad`` (built with create_graph) by batched Hessian-vector
+    products, ``chunk`` at a time; out of memory, the chunk is halved (and said on stderr) down
+    to single products, where the error stands."""
+    import sys
+
     n = grad.numel()
     eye = torch.eye(n, dtype=grad.dtype, device=grad.device)
-    rows = []
-    for s in range(0, n, chunk):
+    rows, s = [], 0
+    while s < n:
         e = eye[s:s + chunk]
         try:
             r = torch.autograd.grad(grad, alpha, grad_outputs=e, retain_graph=True,
                                     is_grads_batched=True)[0]
+        except torch.OutOfMemoryError:  # (a RuntimeError too: caught first)
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            if grad.is_cuda:
+                torch.cuda.empty_cache()
+            print(f"dilt: savit: Hessian-vector products out of memory; now {chunk} at a time",
+                  file=sys.stderr)
+            continue
         except RuntimeError:     # an op without a batching rule: one product at a time
             r = torch.stack([torch.autograd.grad(grad, alpha, grad_outputs=v, retain_graph=True)[0]
                              for v in e])
         rows.append(r.reshape(len(e), n).detach())
+        s += len(e)
     return torch.cat(rows)
 
 
