@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.threads))
         from dilt import platform
 
-        platform.init_from_env()  # under torchrun: join the process group (a no-op otherwise)
+        # under torchrun: join the process group (a no-op otherwise), over NCCL when the job's
+        # recipe trains on CUDA, else gloo
+        platform.init_from_env(_job_device(args, suite))
         if torch.cuda.is_available():  # CPU kernels are deterministic already; the switch
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # costs a second of
             torch.use_deterministic_algorithms(True, warn_only=True)     # imports per job
@@ -155,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dilt {args.stage}: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
         return 3
+
+
+def _job_device(args, suite) -> str:
+    """The recipe device of the job's training (a transfer job's: its target data set's)."""
+    model = getattr(args, "model", None)
+    if model is None:
+        return "auto"
+    return str(suite.recipe(model, getattr(args, "target", None) or args.dataset).device)
 
 
 def _compare_main(args) -> int:

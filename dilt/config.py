@@ -319,13 +319,18 @@ def _check_ddp(key: str, s: dict) -> None:
         stage_gpus[f"resources.{src}.gpu"] = int(stage_resources(s, stage)["gpu"])
     for model in s["models"]:
         for d in data:
-            batch = merged_recipe(s, model, d).get("batch_size", Recipe.batch_size)
+            merged = merged_recipe(s, model, d)
+            batch, device = merged.get("batch_size", Recipe.batch_size), str(merged.get("device", "auto"))
             key_of = next((f"ddp.{k}" for k in (f"{model}/{d}", model) if k in ddp), None)
             for src, default in stage_gpus.items():
                 n = gpus(s, model, d, default)
                 if n > 1 and batch % n:
                     raise _fail(f"{key}.{key_of or src}", f"{n} GPUs do not split the {model}/{d} "
                                 f"recipe's batch_size {batch} evenly")
+                if n > 1 and device.startswith("cuda:"):
+                    raise _fail(f"{key}.{key_of or src}", f"{n} GPUs (DDP) with the {model}/{d} recipe's "
+                                f"device {device!r}: every rank would train on that one GPU; use "
+                                "'cuda' or 'auto'")
 
 
 PRUNE_OPTIONS = ("prune_first", "prune_head")

@@ -64,7 +64,7 @@ def init_from_env(device: str = "auto", timeout_min: int = 30) -> bool:
         return True
     if env_world_size() <= 1 or not dist.is_available():
         return False
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    cuda = torch.cuda.is_available() and (device == "auto" or device.startswith("cuda"))
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout_min))
@@ -76,7 +76,10 @@ def device_for(name: str) -> torch.device:
     (``auto``: CUDA when available, else CPU)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and is_distributed():
+    if name.startswith("cuda") and is_distributed():
+        if name != "cuda":  # (the config check refuses it first)
+            raise ValueError(f"recipe.device: {name!r} under DDP: every rank would train on that one "
+                             "GPU; use 'cuda' or 'auto' (each rank takes cuda:LOCAL_RANK)")
         return torch.device("cuda", local_rank())
     return torch.device(name)
 

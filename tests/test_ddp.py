@@ -187,3 +187,26 @@ def test_ranks_read_what_rank_0_wrote_and_share_its_batchnorm_statistics(tmp_pat
     assert not list(stale.glob("old_*")) and json.loads((stale / "settings.json").read_text())["settings"] == {"x": 1}
     assert sorted(p.name for p in stale.glob("round_r*.json")) == [f"round_r{r}_p{k}.json" for r in range(3)
                                                                    for k in (1, 2)]
+
+
+@pytest.mark.parametrize("device, backend", [("auto", "nccl"), ("cuda", "nccl"), ("cpu", "gloo")])
+def test_the_jobs_recipe_device_chooses_the_process_groups_backend(monkeypatch, device, backend):
+    """On a GPU node under torchrun, a job whose recipe trains on the CPU joins over gloo (NCCL
+    cannot carry CPU tensors), and a CUDA one over NCCL on its LOCAL_RANK's GPU; a fixed GPU
+    index under DDP is refused, naming the key."""
+    from dilt import cli
+
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.setdefault("gpu", i))
+    monkeypatch.setattr(platform.dist, "init_process_group", lambda b, **k: calls.setdefault("backend", b))
+    monkeypatch.setattr(platform, "is_distributed", lambda: False)
+    suite = type("S", (), {"recipe": lambda self, m, d: Recipe(device=device if d == "digits" else "auto")})()
+    args = type("A", (), {"model": "mlp", "dataset": "digits"})()
+    assert platform.init_from_env(cli._job_device(args, suite))
+    assert calls["backend"] == backend and calls.get("gpu") == (1 if backend == "nccl" else None)
+    monkeypatch.setattr(platform, "is_distributed", lambda: True)
+    with pytest.raises(ValueError, match=r"^recipe\.device: 'cuda:0' under DDP"):
+        platform.device_for("cuda:0")
