@@ -499,8 +499,14 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
             with c.autocast():
                 out = c.forward(x)
             loss = c.criterion(out.float(), y)
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"{desc}: loss is {float(loss.detach())} at epoch {epoch}, step {step} "
+            mine = bool(torch.isfinite(loss.detach()))
+            # under DDP all ranks stop together (one alone would leave the others waiting in the
+            # gradients' all-reduce until a time-out)
+            everyone = mine if world == 1 else bool(platform.all_reduce_sum(
+                torch.tensor(float(not mine), device=device)) == 0)
+            if not everyone:
+                what = f"loss is {float(loss.detach())}" if not mine else "another rank's loss is not finite"
+                raise DivergenceError(f"{desc}: {what} at epoch {epoch}, step {step} "
                                       f"(lr {recipe.lr_at(epoch):g}); nothing of this run is marked done")
             if world > 1:  # DDP averages gradients over ranks: weight by this rank's share
                 n_global = _global_count(min(recipe.batch_size, n_train - i * recipe.batch_size),

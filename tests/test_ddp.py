@@ -210,3 +210,47 @@ def test_the_jobs_recipe_device_chooses_the_process_groups_backend(monkeypatch, 
     monkeypatch.setattr(platform, "is_distributed", lambda: True)
     with pytest.raises(ValueError, match=r"^recipe\.device: 'cuda:0' under DDP"):
         platform.device_for("cuda:0")
+
+
+NAN_WORKER = """
+import json, sys, torch
+sys.path.insert(0, {root!r})
+torch.set_num_threads(1)
+import dilt.train as T
+from dilt import platform
+from tests.test_ddp import setup
+
+platform.init_from_env("cpu")
+real, calls = torch.nn.CrossEntropyLoss.forward, []
+def nan_on_rank1(self, out, y):  # rank 1's loss goes NaN at its 5th step
+    calls.append(1)
+    loss = real(self, out, y)
+    return loss * float("nan") if platform.rank() == 1 and len(calls) == 5 else loss
+torch.nn.CrossEntropyLoss.forward = nan_on_rank1
+data, net, mask = setup()
+try:
+    T.train(net, T.Split(data.train), T.Split(data.val), T.Recipe(**{recipe!r}), mask=mask, seed=3)
+    msg = None
+except T.DivergenceError as e:
+    msg = str(e)
+with open({out!r} + f"/rank{{platform.rank()}}.json", "w") as f:
+    json.dump({{"msg": msg, "steps": len(calls)}}, f)
+platform.shutdown()
+platform.exit_process(0)
+"""
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    """Not only the rank whose loss is NaN: the others stop at the same step with the same
+    error (before, they waited in the gradients' all-reduce until a time-out)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    script = tmp_path / "worker.py"
+    script.write_text(NAN_WORKER.format(root=str(ROOT), out=str(tmp_path), recipe=RECIPE))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-20000:]
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [g["steps"] for g in got] == [5, 5]
+    assert "loss is nan at epoch 0, step 4" in got[1]["msg"]
+    assert "another rank's loss is not finite at epoch 0, step 4" in got[0]["msg"]
