@@ -269,10 +269,12 @@ def _seed_everything(s: int) -> None:
 
 # -- what train() builds -----------------------------------------------------------------------
 def amp_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: bf16 when asked, or by default on a CUDA device that has it."""
+    """The autocast dtype: bf16 when asked, or by default on a CUDA device that computes it
+    natively (Ampere and later; older GPUs only emulate it, slower than fp32)."""
     if recipe.amp == "bf16":
         return torch.bfloat16
-    if recipe.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if (recipe.amp == "auto" and device.type == "cuda"
+            and torch.cuda.is_bf16_supported(including_emulation=False)):
         return torch.bfloat16
     return None
 

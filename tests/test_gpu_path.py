@@ -220,3 +220,22 @@ def test_optimizers_use_fused_kernels_where_parameters_allow(digits):
 
     odd = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))]
     assert not make_optimizer(odd, Recipe()).defaults["fused"]
+
+
+@pytest.mark.parametrize("native, want", [(True, torch.bfloat16), (False, None)])
+def test_auto_amp_takes_bf16_only_where_the_gpu_computes_it_natively(monkeypatch, native, want):
+    """A pre-Ampere GPU (V100, T4) only emulates bf16, slower than fp32: `amp: auto` keeps fp32
+    there; `amp: bf16` still forces it."""
+    from dilt.train import amp_dtype
+
+    asked = []
+
+    def supported(including_emulation=True):  # every GPU emulates bf16; only some compute it
+        asked.append(including_emulation)
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    cuda = torch.device("cuda", 0)
+    assert amp_dtype(Recipe(amp="auto"), cuda) == want and asked == [False]
+    assert amp_dtype(Recipe(amp="bf16"), cuda) == torch.bfloat16
+    assert amp_dtype(Recipe(amp="auto"), torch.device("cpu")) is None
