@@ -298,6 +298,10 @@ def test_unsupported_models_and_options_are_one_line_errors():
         sv.check_vit(model)
     with pytest.raises(sv.SAViTError, match="curvature"):
         sv.gate_taylor(tiny_vit(), [], curvature="newton")
+    g_sum, h_sum, count = sv.gate_taylor_sums(tiny_vit(), [])  # a DDP rank with no share: zeros
+    assert count == 0 and not g_sum.any() and not h_sum.any() and h_sum.shape == (len(g_sum),) * 2
+    with pytest.raises(sv.SAViTError, match="no scoring batches"):
+        sv.gate_taylor(tiny_vit(), [])
     with pytest.raises(sv.SAViTError, match="model Linear"):
         sv.check_vit(torch.nn.Linear(2, 2))
 
