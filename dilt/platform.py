@@ -107,7 +107,8 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
 
 
 def broadcast_object(obj, src: int = 0):
-    """Rank ``src``'s ``obj`` on every rank (pickled; tensors come back on the CPU)."""
+    """Rank ``src``'s ``obj`` on every rank (pickled). Tensors in it must be on the CPU: a CUDA
+    tensor would come back on rank ``src``'s GPU index on every rank."""
     if not is_distributed():
         return obj
     box = [obj if rank() == src else None]
