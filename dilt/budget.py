@@ -195,16 +195,21 @@ def find_trainings(spec: dict, method: str, recipe_epochs: int,
                    fractions: list[float]) -> list[tuple[int, float, float, str]]:
     """Trainings of one mask-finding job: ``(trainings, epochs each, data share, bound)``."""
     from dilt.methods import get_method
+    from dilt.prune.imp import round_epochs
 
     m = get_method(method)
     targets = sorted(spec["sparsities"])
     if m.kind == "iterative":
         rounds = imp_rounds(spec) + 1
+        # round 0 trains the whole recipe; after a late rewind the later rounds train the rest
+        k = spec["prune"]["rewind_epoch"]
+        split = ([(rounds, recipe_epochs)] if k == 0 else
+                 [(1, recipe_epochs), (rounds - 1, round_epochs(recipe_epochs, k, 1))])
         if not m.on_partitions:                      # LTH: the full data
-            return [(rounds, recipe_epochs, 1.0, "exact")]
+            return [(n, ep, 1.0, "exact") for n, ep in split]
         if m.per_partition:                          # DiLT: one job per partition (all listed)
-            return [(rounds, recipe_epochs, f, "exact") for f in fractions]
-        return [(rounds, recipe_epochs, f, "at most") for f in fractions]   # COLT: N models a round
+            return [(n, ep, f, "exact") for f in fractions for n, ep in split]
+        return [(n, ep, f, "at most") for f in fractions for n, ep in split]   # COLT: N models a round
     if m.kind == "dynamic":                          # RigL: one sparse training per target
         return [(len(targets), recipe_epochs, 1.0, "exact")]
     if m.cost is not None:                           # post-training / structured: fine-tuning
@@ -225,6 +230,7 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
     from dilt import workflow as W
     from dilt.methods import ScoringFacts, get_method, ticket_method
     from dilt.provenance import FULL
+    from dilt.prune.imp import round_epochs
 
     spec = suite.spec
     tickets_from = ticket_method().name  # the method the tickets' rows are reported under
@@ -277,16 +283,20 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
                 if source == "dense":
                     continue
                 name = tickets_from if source == "tickets" else source
+                # an IMP ticket retrained from a late-rewinding point trains the rest of the
+                # schedule (dilt.jobs: _rewind_start), like the rounds after the first
+                iterative = source == "tickets" or get_method(source).kind == "iterative"
+                ep = round_epochs(epochs, spec["prune"]["rewind_epoch"], 1) if iterative else epochs
                 for entry in W.entries(spec, source, tag):
-                    add(_experiment(source, entry), "retrain", model, dataset, name, 1, epochs,
-                        train_images(dataset, epochs))
+                    add(_experiment(source, entry), "retrain", model, dataset, name, 1, ep,
+                        train_images(dataset, ep))
             probe = (spec.get("analysis") or {}).get("probe_size", 1024)
             for a in W.analyses(spec, "_"):
                 if a.startswith(f"_/{model}/{dataset}/seed{spec['seeds'][0]}/"):
                     tag = a.split("/")[-2]
                     add(2, "analysis", model, dataset, tickets_from, len(part_fractions(spec, tag, dataset)),
                         0, probe * EVAL_COST)
-            for target in W.transfer_targets(spec):
+            for target in W.transfer_targets(spec, dataset):
                 t_epochs = suite.recipe(model, target).epochs
                 for tag in [FULL] + W.tags(spec):
                     for source in W.transfer_sources(spec, tag):

@@ -5,6 +5,7 @@ what the interrupted one finished, and only when its settings are unchanged."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,13 +264,14 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
     """Train every entry's mask (resumable), evaluate it on ``eval_splits`` and return one
     record per entry and split. Results are kept in ``work_dir`` under the mask's content hash
     and starting point, so the same mask is trained once however many entries (or per-training
-    jobs) name it. ``start(entry) -> (tag, load)``: the starting point of an entry other than
-    the fresh model (late rewinding); ``load(model)`` puts it in place."""
+    jobs) name it. ``start(entry) -> (tag, load, epoch)``: the starting point of an entry other
+    than the fresh model (late rewinding); ``load(model)`` puts it in place, and training
+    continues the schedule from ``epoch``."""
     work = Path(work_dir)
     tr, va, _ = full_splits(bundle)
     records = []
     for e in entries:
-        tag, load = start(e) if start is not None else ("theta0", None)
+        tag, load, epoch = start(e) if start is not None else ("theta0", None, 0)
         stem = f"{e.method}_{e.mask.content_hash() if e.mask is not None else 'dense'}_{tag}"
         done = work / f"{stem}.json"
         if not done.exists() or read_json(done).get("provenance") != provenance:
@@ -277,7 +279,7 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
             if load is not None:
                 load(net)
             res = train(net, tr, va, recipe, mask=e.mask, seed=seed, checkpoint=work / f"{stem}.ckpt",
-                        log_path=log, desc=f"{experiment} {e.key}",
+                        log_path=log, desc=f"{experiment} {e.key}", start_epoch=epoch,
                         checkpoint_meta={"provenance": provenance, "stem": stem})
             scores = {name: evaluate(net, split, recipe) for name, split in eval_splits.items()}
             if save_weights:
@@ -359,16 +361,19 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
     rewind point (Frankle et al. 2020; OpenLTH), not theta_0. LTH: its run's point (head
     included). COLT and the DiLT tickets: the partition runs' points share theta_0 and differ by
     a few epochs on different classes; spec_k starts from run k's point, core, union and COLT's
-    mask from their mean; the head (trained on a partition's classes) stays theta_0's."""
-    if suite["prune"]["rewind_epoch"] <= 0:
+    mask from their mean; the head (trained on a partition's classes) stays theta_0's. Training
+    continues the schedule from the rewind epoch, as the IMP rounds after the first did."""
+    rewind_epoch = suite["prune"]["rewind_epoch"]
+    if rewind_epoch <= 0:
         return None
     method = manifest["method"]
     if method == "tickets":
-        files = sorted((source_dir.parent / DILT.name).glob("p*/rewind.safetensors"))
+        files = (source_dir.parent / DILT.name).glob("p*/rewind.safetensors")
     elif get_method(method).kind == "iterative":
-        files = sorted(source_dir.glob("rewind*.safetensors"))
+        files = source_dir.glob("rewind*.safetensors")
     else:
         return None
+    files = sorted(files, key=_part_number)  # p1, p2, ..., p10 (not p1, p10, p2)
     if not files:
         raise FileCheckError(f"{source_dir}: late rewinding is on but no rewind point is on disk")
     states = [load_state(f)[0] for f in files]
@@ -382,7 +387,7 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
 
     def start(entry: Entry):
         if entry.method == "dense":
-            return "theta0", None
+            return "theta0", None, 0
         k = int(entry.ticket[4:]) if entry.ticket.startswith("spec") and method == "tickets" else None
         point = states[k - 1] if k else avg
 
@@ -391,8 +396,15 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
             own = net.state_dict()
             net.load_state_dict({n: (point[n] if n in point and n not in head and point[n].shape == t.shape
                                      else t) for n, t in own.items()})
-        return (f"rewind-p{k}" if k else ("rewind" if len(states) == 1 else "rewind-mean")), load
+        return (f"rewind-p{k}" if k else ("rewind" if len(states) == 1 else "rewind-mean")), load, rewind_epoch
     return start
+
+
+def _part_number(path: Path) -> int:
+    """k of a partition run's rewind point (``p<k>/rewind.safetensors`` of a DiLT run,
+    ``rewind_p<k>.safetensors`` of COLT's); 0 for a single run's ``rewind.safetensors``."""
+    tail = path.stem.removeprefix("rewind").removeprefix("_") or path.parent.name
+    return int(tail[1:]) if re.fullmatch(r"p\d+", tail) else 0
 
 
 def transfer(suite: Suite, model: str, dataset: str, seed: int, tag: str, target: str, sources: list[str],

@@ -67,6 +67,10 @@ def dense_settings(suite, model: str, dataset: str, seed: int) -> dict:
 
 
 IMP_RULES = 2
+# version 3 changes late rewinding only: rounds after the first, and the tickets retrained from
+# a rewind point, continue the schedule from the rewind epoch instead of running it again from
+# epoch 0; runs that rewind to theta_0 keep version 2's hash
+LATE_REWIND_RULES = 3
 
 
 def find_settings(suite, method: str, model: str, dataset: str, seed: int, tag: str = FULL,
@@ -85,7 +89,7 @@ def find_settings(suite, method: str, model: str, dataset: str, seed: int, tag: 
         # the version of IMP's own rules: 2 records epochs in full-data passes and stops a round
         # on a target its step reaches before rounding, so runs of version 1 are recomputed
         # (their masks and epochs differ), never reused or refused on resume
-        s["imp_rules"] = IMP_RULES
+        s["imp_rules"] = LATE_REWIND_RULES if spec["prune"]["rewind_epoch"] > 0 else IMP_RULES
         s.update(_failed_fraction(spec))
     if tag != FULL:
         n, scheme = suite.partition(tag)

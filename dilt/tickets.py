@@ -80,8 +80,9 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
     part_masks = per_part[0][:len(table)]
     part_sparsity = [m.sparsity for m in part_masks]
     failed = [failed_round(d, failed_floor) for d in run_dirs]
-    # each run's round in full-data epochs (its share of the data), summed over the runs
-    epochs_per_round = sum(_epochs_per_round(read_json(Path(d) / MANIFEST)["masks"]) for d in run_dirs)
+    # the epochs before each round's masks, in full-data passes (each run's share of the
+    # data), summed over the runs
+    run_epochs = [_epochs_by_round(read_json(Path(d) / MANIFEST)) for d in run_dirs]
     names = list(table[0])
     entries, written = [], {}
     for t in sorted(targets):
@@ -104,7 +105,7 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
                                     "ticket": name, "mode": mode, "control": control,
                                     "target_sparsity": t, "round": r,
                                     "actual_sparsity": mask.sparsity, "trainings": len(run_dirs) * r,
-                                    "epochs": round(r * epochs_per_round, 9),
+                                    "epochs": round(sum(e(r) for e in run_epochs), 9),
                                     "empty_layers": mask.empty_layers(), "flags": flags})
     manifest = {**meta, "n_partitions": len(run_dirs), "partition_sparsity_by_round": part_sparsity,
                 "failed_from_round": failed, "masks": entries}
@@ -112,10 +113,11 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
     return manifest
 
 
-def _epochs_per_round(entries: list[dict]) -> float:
-    """Training epochs of one IMP round (in passes over the full training set), read off a
-    partition run's manifest."""
-    for e in entries:
-        if e["round"] > 0:
-            return e["epochs"] / e["round"]
-    return 0.0
+def _epochs_by_round(manifest: dict):
+    """``r -> `` the training epochs of a partition run before its round-``r`` mask (in passes
+    over the full training set), from its manifest. A manifest without ``epochs_by_round``
+    (written before it was kept) trained every round alike."""
+    if "epochs_by_round" in manifest:
+        return manifest["epochs_by_round"].__getitem__
+    per_round = next((e["epochs"] / e["round"] for e in manifest["masks"] if e["round"] > 0), 0.0)
+    return lambda r: r * per_round

@@ -419,7 +419,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
           mask: Mask | None = None, sparsifier: Sparsifier | None = None, seed: int = 0,
           checkpoint: str | os.PathLike | None = None, log_path: str | os.PathLike | None = None,
           desc: str = "train", on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-          checkpoint_meta: dict | None = None) -> TrainResult:
+          checkpoint_meta: dict | None = None, start_epoch: int = 0) -> TrainResult:
     """Train ``model`` in place and leave it holding the weights of its best validation epoch.
 
     ``mask`` is shorthand for ``sparsifier=FixedMask(mask)``. ``checkpoint``: written after every
@@ -430,9 +430,13 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     rank 0 only, which alone writes the checkpoint and the log.
     With an EMA, each epoch also evaluates the EMA weights (``val_top1_ema``); the raw weights
     are selected and returned as DeiT does, the EMA weights when ``ema_select``.
+    ``start_epoch``: train epochs ``start_epoch .. epochs - 1`` only, with their learning rates
+    and data order (a model rewound to that epoch continues its schedule, as OpenLTH does).
     """
     if mask is not None and sparsifier is not None:
         raise ValueError("give either mask or sparsifier, not both")
+    if not 0 <= start_epoch < recipe.epochs:
+        raise RecipeError(f"start epoch {start_epoch} is not below recipe.epochs ({recipe.epochs})")
     sparsifier = FixedMask(mask) if mask is not None else (sparsifier or Sparsifier())
     c = build(model, recipe)
     model, device, opt, world = c.model, c.device, c.optimizer, c.world_size
@@ -452,7 +456,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
     sparsifier.setup(model, opt, steps_per_epoch * recipe.epochs)
     ema_mask = _MaskedEMA(c.ema, sparsifier) if c.ema is not None else None
 
-    start, best_epoch, best_val, best_state, best_sparse, history = 0, -1, -1.0, None, None, []
+    start, best_epoch, best_val, best_state, best_sparse, history = start_epoch, -1, -1.0, None, None, []
     ckpt = Path(checkpoint) if checkpoint else None
     meta = json.dumps(checkpoint_meta or {}, sort_keys=True)
     state = load_checked(ckpt, map_location=device) if ckpt is not None and ckpt.exists() else None
@@ -480,7 +484,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
         ema_mask.apply()
 
     main = platform.is_main()
-    bar = _progress(recipe.epochs, start, desc) if main else None
+    bar = _progress(recipe.epochs - start_epoch, start - start_epoch, desc) if main else None
     last_save = time.monotonic()
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
@@ -583,7 +587,7 @@ def train(model: nn.Module, train_split: Split, val_split: Split, recipe: Recipe
         sparsifier.load_state_dict(best_sparse)
     if c.channels_last:  # saved weights (safetensors) must be contiguous
         model.to(memory_format=torch.contiguous_format)
-    return TrainResult(best_epoch, best_val, recipe.epochs, history)
+    return TrainResult(best_epoch, best_val, recipe.epochs - start_epoch, history)
 
 
 def _soft(y: torch.Tensor, mixup) -> torch.Tensor:

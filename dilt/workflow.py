@@ -105,9 +105,7 @@ def records(spec: dict, root: str) -> list[str]:
                         continue
                     base = f"{run}/{tag}/{source}/retrain"
                     out += [f"{base}/records.json"] if batch else [f"{base}/{e}.records.json" for e in names]
-                for target in transfer_targets(spec):
-                    if target == dataset:  # a transfer needs a new data set
-                        continue
+                for target in transfer_targets(spec, dataset):
                     for tag in [FULL] + tags(spec):
                         sources = transfer_sources(spec, tag)
                         if not sources:
@@ -144,9 +142,12 @@ def analyses(spec: dict, root: str) -> list[str]:
             for d in spec["datasets"] for s in spec["seeds"] for t in tags(spec)]
 
 
-def transfer_targets(spec: dict) -> list[str]:
+def transfer_targets(spec: dict, source: str | None = None) -> list[str]:
+    """The data sets masks are transferred to; from ``source``, those other than it (a transfer
+    needs a new data set)."""
     tr = spec.get("transfer", {})
-    return list(tr.get("targets", [])) if tr.get("enabled", True) else []
+    targets = list(tr.get("targets", [])) if tr.get("enabled", True) else []
+    return [t for t in targets if t != source]
 
 
 def transfer_sources(spec: dict, tag: str) -> list[str]:

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+import yaml
+from conftest import tiny_config
 
 from dilt import jobs
+from dilt.io import read_json
 from dilt.masks import Mask
 from dilt.models import build_model, prunable_names
 from dilt.prune.imp import all_masks
@@ -157,3 +160,43 @@ def test_lth_masks_from_a_failed_round_are_flagged(tiny_suite, tmp_path, monkeyp
     assert any(r >= 2 for r in flagged) and any(r < 2 for r in flagged)
     entries = jobs.manifest_entries(tmp_path / "lth", manifest, 0, random_controls=True)
     assert all(("failed_source" in e.flags) == (e.round >= 2) for e in entries)
+
+
+def test_late_rewinding_rounds_and_tickets_train_the_rest_of_the_schedule(tmp_path):
+    """With rewind_epoch k, round 0 trains the whole recipe and every later round epochs k..T-1
+    from the rewind point; masks and tickets are charged exactly that (in full-data passes), and
+    the budget counts the same; a rewound ticket retrains the rest of the schedule too."""
+    from dilt import config
+    from dilt.budget import find_trainings
+    from dilt.methods.job import read_manifest
+    from dilt.prune.imp import epochs_before
+    from dilt.tickets import write_tickets
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(prune={"rate": 0.5, "rewind_epoch": 1},
+                                               recipes={"default": {"epochs": 3, "batch_size": 128, "lr": 0.05}})))
+    suite = config.load(path)
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(suite, "mlp", "digits", 0, str(theta0))
+    lth = tmp_path / "lth"
+    jobs.imp(suite, "mlp", "digits", 0, "lth", "full", None, str(theta0), str(lth))
+    rounds = sorted(lth.glob("round_r*.json"))
+    assert [read_json(p)["epochs"] for p in rounds] == [3] + [2] * (len(rounds) - 1)
+    assert epochs_before(3, 1, 3) == 3 + 2 + 2
+    assert all(e["epochs"] == (3 + 2 * (e["round"] - 1) if e["round"] else 0)
+               for e in read_manifest(lth)["masks"])
+    assert [(n, ep) for n, ep, _, _ in find_trainings(suite.spec, "lth", 3, [1.0])] == [(1, 3), (len(rounds) - 1, 2)]
+    for k in (1, 2):
+        jobs.imp(suite, "mlp", "digits", 0, "dilt", "contiguous2", k, str(theta0), str(tmp_path / "dilt" / f"p{k}"))
+    tickets = write_tickets([tmp_path / "dilt" / "p1", tmp_path / "dilt" / "p2"], [0.5, 0.8],
+                            tmp_path / "tickets", seed=0, meta={})
+    assert all(e["epochs"] == pytest.approx(epochs_before(3, 1, e["round"])) for e in tickets["masks"])
+    # retraining: every IMP mask (and its random control) from the rewind point, epochs 1..2
+    starts = []
+    real = jobs.train
+    jobs.train = lambda *a, **k: starts.append(k["start_epoch"]) or real(*a, **k)
+    try:
+        jobs.retrain(suite, "mlp", "digits", 0, "full", str(lth), str(theta0), str(tmp_path / "r.json"))
+    finally:
+        jobs.train = real
+    assert starts and set(starts) == {1}

@@ -177,3 +177,28 @@ def test_gradient_clipping_measures_the_sparse_networks_gradient():
     coef = clip / (float(norm) + 1e-6)
     for n, p in net.named_parameters():
         torch.testing.assert_close(p.detach(), ref[n] - 0.1 * coef * grads[n], rtol=1e-4, atol=1e-6)
+
+
+def test_training_from_a_rewind_epoch_continues_the_schedule():
+    """``start_epoch=k`` trains epochs k..T-1 with their learning rates and data order: with no
+    optimizer state to lose (SGD without momentum) it repeats exactly the epochs k..T-1 of a
+    run trained from epoch 0 and rewound to the end of epoch k-1; before k nothing is trained."""
+    from dilt.train import RecipeError
+
+    data, net, mask = _setup()
+    recipe = Recipe(epochs=4, batch_size=128, lr=0.05, momentum=0.0, nesterov=False, warmup_epochs=2)
+    start = build_model("cnn", 10, data.input_shape)
+    start.load_state_dict(net.state_dict())
+    points = {}
+    full = train(net, Split(data.train), Split(data.val), recipe, mask=mask, seed=3,
+                 on_epoch_end=lambda e, m: points.setdefault(e, {k: v.clone() for k, v in m.state_dict().items()}))
+    start.load_state_dict(points[1])  # the rewind point: after epochs 0 and 1
+    rest = train(start, Split(data.train), Split(data.val), recipe, mask=mask, seed=3, start_epoch=2)
+    assert rest.epochs_run == 2 and full.epochs_run == 4
+    assert [h["epoch"] for h in rest.history] == [2, 3]
+    assert [h["lr"] for h in rest.history] == [recipe.lr_at(2), recipe.lr_at(3)]
+    assert recipe.lr_at(2) != recipe.lr_at(0)  # (past the warm-up: a restart would differ)
+    for got, want in zip(rest.history, full.history[2:]):
+        assert (got["train_loss"], got["val_top1"]) == (want["train_loss"], want["val_top1"])
+    with pytest.raises(RecipeError, match="start epoch 4 is not below recipe.epochs"):
+        train(start, Split(data.train), Split(data.val), recipe, mask=mask, start_epoch=4)

@@ -35,7 +35,7 @@ def find_imp(job: MaskJob) -> None:
     """Run IMP for ``job.method`` and list the mask of every target round in the manifest."""
     from dilt.jobs import full_splits, partitions
     from dilt.masks import Mask
-    from dilt.prune.imp import Part, round_at_sparsity, run_imp
+    from dilt.prune.imp import Part, epochs_before, round_at_sparsity, run_imp
     from dilt.tickets import failed_run_fraction, first_failed_round
 
     method = get_method(job.method)
@@ -55,23 +55,27 @@ def find_imp(job: MaskJob) -> None:
     # is its share of one (COLT's N models on 1/N of the data each cost one epoch a round, as
     # LTH's one model does)
     full = full_splits(job.bundle)[0] if method.on_partitions else runs[0].train
-    epochs_per_round = job.recipe.epochs * sum(_size(run.train) for run in runs) / _size(full)
+    share = sum(_size(run.train) for run in runs) / _size(full)
     summary = run_imp(runs, job.prunable, job.targets, prune["rate"], job.recipe, job.out_dir,
                       seed=job.seed, rewind_epoch=prune["rewind_epoch"], meta=meta,
                       log_path=job.log, desc=f"{job.method} {job.model}/{job.dataset} s{job.seed} "
                       f"{job.partition}" + (f" p{job.part}" if job.part else ""))
     masks = [Mask.load(job.out_dir / f"mask_r{r}.safetensors") for r in range(summary["final_round"] + 1)]
+    # mask r exists after rounds 0..r-1 (round 0 trains the dense model); kept unrounded in the
+    # manifest, for the DiLT tickets' sums over the partition runs
+    epochs_by_round = [share * epochs_before(job.recipe.epochs, prune["rewind_epoch"], r)
+                       for r in range(len(masks))]
     failed = first_failed_round(summary["rounds"], failed_run_fraction(job.suite))
     for t in job.targets:
         r = round_at_sparsity(masks, t)
         # a mask from a round at or after one where a model of the run failed is flagged, as
         # the DiLT tickets are (dilt.tickets)
         flags = ["failed_source"] if failed is not None and failed <= r else []
-        # mask r is pruned after r trainings of every model (round 0 trains the dense model)
-        job.write_mask(masks[r], t, round=r, epochs=round(r * epochs_per_round, 9),
+        job.write_mask(masks[r], t, round=r, epochs=round(epochs_by_round[r], 9),
                        extra={"trainings": r * len(runs), "flags": flags})
     job.finish(theta0=meta["theta0"], n_models=len(runs), final_round=summary["final_round"],
-               rewind_epoch=prune["rewind_epoch"], failed_from_round=failed)
+               rewind_epoch=prune["rewind_epoch"], failed_from_round=failed,
+               epochs_by_round=epochs_by_round)
 
 
 _CITE_LTH = "Frankle & Carbin, ICLR 2019; late rewinding: Frankle et al., ICML 2020"

@@ -16,7 +16,8 @@ consensus. A round that would cross a target sparsity stops exactly on it. Files
     imp_summary.json                 written last: the run is complete
 
 A restarted job skips finished rounds and resumes the unfinished one from its checkpoint.
-With late rewinding, rounds r >= 1 start from the rewind point (Frankle et al. 2020).
+With late rewinding, rounds r >= 1 start from the rewind point (Frankle et al. 2020) and train
+the rest of the schedule from the rewind epoch (:func:`round_epochs`).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def run_imp(parts: Sequence[Part], prunable: Sequence[str], targets: Sequence[fl
                 ckpt = out / f"ckpt_r{r}{suffix(k)}.pt"
                 res = train(model, part.train, part.val, recipe, mask=mask, seed=seed + 7919 * r,
                             checkpoint=ckpt, log_path=log_path, desc=f"{desc} r{r}{suffix(k)}",
-                            on_epoch_end=hook, checkpoint_meta=ckpt_meta)
+                            on_epoch_end=hook, checkpoint_meta=ckpt_meta,
+                            start_epoch=recipe.epochs - round_epochs(recipe.epochs, rewind_epoch, r))
                 whash = save_state(wpath, model, round=r, sparsity=mask.sparsity, **meta)
                 write_json(done, {
                     "round": r, "part": k + 1 if n > 1 else None, "sparsity": mask.sparsity,
@@ -121,6 +123,18 @@ def run_imp(parts: Sequence[Part], prunable: Sequence[str], targets: Sequence[fl
     write_json(out / "imp_summary.json", summary)
     platform.barrier()
     return summary
+
+
+def round_epochs(epochs: int, rewind_epoch: int, r: int) -> int:
+    """The epochs IMP round ``r`` trains: the whole recipe in round 0 (and every round when
+    rewinding to theta_0); after a late rewind, the rest of the schedule from the rewind epoch
+    (Frankle et al. 2020; OpenLTH trains iterations k..T)."""
+    return epochs - rewind_epoch if r > 0 and rewind_epoch > 0 else epochs
+
+
+def epochs_before(epochs: int, rewind_epoch: int, r: int) -> int:
+    """The epochs of rounds 0..r-1: what one model trains before round ``r``'s mask exists."""
+    return sum(round_epochs(epochs, rewind_epoch, i) for i in range(r))
 
 
 def _numel(part: Part, prunable: Sequence[str]) -> int:
