@@ -163,6 +163,42 @@ def test_grasp_chunks_reassemble_the_unchunked_scores():
     assert not torch.allclose(a, b, rtol=1e-3)
 
 
+def test_grasp_scores_without_stochastic_depth_or_dropout():
+    """A DeiT with drop path: GraSP's BatchNorm-style train mode must not also drop residual
+    branches at random, so the scores do not depend on the random state and equal those of the
+    same weights built without drop path."""
+    torch.manual_seed(0)
+    noisy = build_model("vit_tiny", 3, (1, 8, 8), drop_path_rate=0.3)
+    plain = build_model("vit_tiny", 3, (1, 8, 8))
+    plain.load_state_dict(noisy.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(12, 1, 8, 8, generator=g), torch.arange(12) % 3
+    names = prunable_names(noisy)
+    runs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        runs.append(grasp_scores(noisy, [(x, y)], names, T=200.0))
+    want = grasp_scores(plain, [(x, y)], names, T=200.0)
+    for n in names:
+        assert torch.equal(runs[0][n], runs[1][n]) and torch.equal(runs[0][n], want[n]), n
+
+
+def test_chunks_of_a_class_ordered_batch_are_dealt_round_robin_over_its_classes():
+    """GraSP's halves are ordered by class; cut into chunks as they are, a chunk's BatchNorm
+    statistics would see one or two classes. Dealt round-robin, every chunk of K examples holds
+    K classes (while they last), each class's examples keep their order, and nothing is lost."""
+    from dilt.prune.pai import _round_robin
+
+    y = torch.tensor([0] * 5 + [1] * 5 + [2] * 3 + [3] * 5)
+    order = _round_robin(y)
+    assert sorted(order.tolist()) == list(range(len(y)))
+    dealt = y[order]
+    assert [len(set(dealt[i:i + 4].tolist())) for i in (0, 4, 8)] == [4, 4, 4]
+    for c in range(4):
+        pos = order[dealt == c]
+        assert torch.equal(pos, torch.sort(pos).values)
+
+
 def test_grasp_runs_in_train_mode_and_leaves_model_untouched():
     net = _bn_net()
     x, y = _data(8)

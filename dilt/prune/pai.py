@@ -80,21 +80,29 @@ def grasp_scores(model: nn.Module, batches: Sequence[Batch], names: Sequence[str
     normalises each chunk by its own statistics, as the original's smaller ImageNet batches do."""
     if not batches:
         raise ValueError("GraSP needs at least one batch")
+    from timm.layers import DropPath
+
     net = copy.deepcopy(model).train()
-    for m in net.modules():  # fused attention kernels have no double backward: use the plain one
-        if hasattr(m, "fused_attn"):
+    for m in net.modules():
+        if hasattr(m, "fused_attn"):  # fused attention kernels have no double backward
             m.fused_attn = False
+        if isinstance(m, (nn.modules.dropout._DropoutNd, DropPath)):  # BatchNorm in train mode as
+            m.eval()  # the original, but no random dropout or stochastic depth: the scores of theta_0
     wrt = [f"{l}.weight" for l in weight_layers(net)]
     wrt += [n for n in names if n not in wrt]
     ws = _weights(net, wrt)
     dev = _device(net)
 
     def pieces(b: Batch):
-        """(loss of one chunk of batch ``b``, weighted by its share of the batch), per chunk."""
+        """(loss of one chunk of batch ``b``, weighted by its share of the batch), per chunk. A
+        batch cut into chunks is first dealt round-robin over its classes, so that each chunk's
+        BatchNorm statistics cover as many classes as a shuffled batch's would."""
         n = len(b[1])
         step = chunk or n
+        order = _round_robin(b[1]) if step < n else torch.arange(n)
         for i in range(0, n, step):
-            x, y = b[0][i:i + step].to(dev), b[1][i:i + step].to(dev)
+            idx = order[i:i + step]
+            x, y = b[0][idx].to(dev), b[1][idx].to(dev)
             yield F.cross_entropy(net(x) / T, y) * (len(y) / n)
 
     g = [torch.zeros_like(w) for w in ws]
@@ -110,6 +118,17 @@ def grasp_scores(model: nn.Module, batches: Sequence[Batch], names: Sequence[str
                 hg = [a + d for a, d in zip(hg, _grad(z, ws))]
     idx = {n: i for i, n in enumerate(wrt)}
     return {n: (-ws[idx[n]].detach() * hg[idx[n]]).float().cpu() for n in names}
+
+
+def _round_robin(y: torch.Tensor) -> torch.Tensor:
+    """An order of ``y``'s examples that takes one of each class in turn (each class's examples
+    in their given order)."""
+    count: dict[int, int] = {}
+    turn = []  # the example's place among its class's
+    for c in y.tolist():
+        turn.append(count.get(c, 0))
+        count[c] = turn[-1] + 1
+    return torch.argsort(torch.tensor(turn), stable=True)
 
 
 def grasp_batches(x: torch.Tensor, y: torch.Tensor, num_iters: int) -> list[Batch]:
