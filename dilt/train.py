@@ -70,6 +70,8 @@ class Recipe:
     nesterov: bool = True             # sgd
     betas: tuple[float, float] = (0.9, 0.999)  # adamw
     weight_decay: float = 5e-4
+    decay_norms_and_biases: bool = True  # False: no decay on 1-D parameters (biases, norm weights)
+                                         # nor the model's no_weight_decay() (timm, DeiT, Goyal)
     schedule: str = "cosine"          # after warm-up: cosine (to min_lr) | multistep
     warmup_epochs: int = 0
     min_lr: float = 0.0               # cosine's floor
@@ -155,13 +157,27 @@ class Recipe:
         return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mixup_prob > 0
 
 
+def param_groups(model: nn.Module, recipe: Recipe) -> list:
+    """The trainable parameters of ``model``, as the optimizer takes them: one list, weight
+    decay on all (OpenLTH, COLT); or with ``decay_norms_and_biases: false`` two groups, the
+    second without decay, as timm's optimizer factory builds them for DeiT (1-D parameters,
+    biases and the model's ``no_weight_decay()`` names such as a ViT's position embedding)."""
+    if recipe.decay_norms_and_biases:
+        return [p for p in model.parameters() if p.requires_grad]
+    from timm.optim import param_groups_weight_decay
+
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    return param_groups_weight_decay(model, recipe.weight_decay, no_weight_decay_list=skip)
+
+
 def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over ``params`` (SGD with momentum / Nesterov, or AdamW), with
-    PyTorch's fused kernels where every parameter allows them (floating point, on a CPU or CUDA
-    device): 8-17% faster per training on the smoke models (bench/RESULTS.md)."""
+    """The recipe's optimizer over ``params`` (a list of parameters, or groups as
+    :func:`param_groups` gives them; SGD with momentum / Nesterov, or AdamW), with PyTorch's
+    fused kernels where every parameter allows them (floating point, on a CPU or CUDA device):
+    8-17% faster per training on the smoke models (bench/RESULTS.md)."""
     params = list(params)
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                                 for p in params)
+    flat = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(flat) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in flat)
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas,
                                  weight_decay=recipe.weight_decay, fused=fused)
@@ -342,7 +358,7 @@ def build(model: nn.Module, recipe: Recipe, *, num_classes: int | None = None) -
     model.to(device)
     if cl:
         model.to(memory_format=torch.channels_last)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe)
+    opt = make_optimizer(param_groups(model, recipe), recipe)
     mixup = None
     if recipe.mixes:
         from timm.data import Mixup

@@ -239,3 +239,30 @@ def test_auto_amp_takes_bf16_only_where_the_gpu_computes_it_natively(monkeypatch
     assert amp_dtype(Recipe(amp="auto"), cuda) == want and asked == [False]
     assert amp_dtype(Recipe(amp="bf16"), cuda) == torch.bfloat16
     assert amp_dtype(Recipe(amp="auto"), torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_decay_norms_and_biases_off_leaves_them_undecayed(optimizer):
+    """With ``decay_norms_and_biases: false`` (DeiT's and Goyal's recipes) a step on a zero
+    gradient shrinks the weight matrices by weight decay and leaves biases, LayerNorm weights,
+    the position embedding and the class token as they were; by default everything decays."""
+    from dilt.train import build
+
+    for decay_all in (True, False):
+        torch.manual_seed(0)
+        net = build_model("vit_tiny", 10, (1, 8, 8))
+        with torch.no_grad():  # no all-zero parameter (decay would leave it as it is)
+            for p in net.parameters():
+                p.add_(0.1)
+        recipe = Recipe(optimizer=optimizer, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.5,
+                        decay_norms_and_biases=decay_all)
+        before = {n: p.detach().clone() for n, p in net.named_parameters()}
+        c = build(net, recipe)
+        for p in net.parameters():
+            p.grad = torch.zeros_like(p)
+        c.optimizer.step()
+        for n, p in net.named_parameters():
+            exempt = p.ndim <= 1 or n in ("pos_embed", "cls_token")
+            moved = not torch.equal(p.detach(), before[n])
+            assert moved == (decay_all or not exempt), (decay_all, n)
+        assert {"pos_embed", "cls_token"} <= set(net.no_weight_decay())
