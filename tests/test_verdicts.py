@@ -624,9 +624,10 @@ def test_a_specialist_near_chance_on_the_other_classes():
     claim = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E3-spec1-chance")
     assert claim["compare"]["b"] == "chance" and claim["expect"] == "equivalent"
 
-    def rows(values):   # the chance flag reads a ticket's T_full accuracy (here 90%), not T_k's
-        return frame(*[{"ticket": "spec1", "split": split, "seed": s, "value": v if split == "part2" else 0.9}
-                       for s, v in enumerate(values) for split in ("full", "part2")])
+    def rows(values, own=0.9):   # the chance flag reads a ticket's T_full accuracy (90%), not T_k's
+        return frame(*[{"ticket": "spec1", "split": split, "seed": s,
+                        "value": v if split == "part2" else (own if split == "part1" else 0.9)}
+                       for s, v in enumerate(values) for split in ("full", "part1", "part2")])
 
     near = one(rows([0.12, 0.14, 0.11]), claim)
     assert near["verdict"] == "supported"
@@ -635,6 +636,14 @@ def test_a_specialist_near_chance_on_the_other_classes():
     assert one(rows([0.12, 0.35, 0.11]), claim)["verdict"] == "inconclusive"
     # a specialist flagged (here a bottleneck layer) is never support
     assert one(rows([0.12, 0.14, 0.11]).assign(bottleneck_layers=1), claim)["verdict"] == "inconclusive"
+    # nor one that is not 10 points above chance on its own classes T_1 either (it learned
+    # nothing to specialise in), or has no T_1 row
+    assert claim["skilled_on"] == "part1"
+    weak = one(rows([0.12, 0.14, 0.11], own=0.19), claim)
+    assert weak["verdict"] == "inconclusive" and weak["flagged"] == 3
+    assert one(rows([0.12, 0.14, 0.11], own=0.21), claim)["verdict"] == "supported"
+    no_own = rows([0.12, 0.14, 0.11])
+    assert one(no_own[no_own["split"] != "part1"], claim)["verdict"] == "inconclusive"
     # chance needs the number of classes
     got = V.evaluate_claims(rows([0.12, 0.14, 0.11]), [claim])
     assert got[0]["verdict"] == "not run" and "chance level" in got[0]["reason"]
@@ -647,3 +656,12 @@ def test_chance_reference_is_for_accuracy_of_one_side(change):
     claim = {**next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E3-spec1-chance"), **change}
     with pytest.raises(ValueError, match=r"claims\[0\] \(E3-spec1-chance\): key 'compare\.b'"):
         V.check_claims([claim])
+
+
+def test_skilled_on_belongs_to_a_comparison_with_chance():
+    base = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E3-union-spec1")
+    with pytest.raises(ValueError, match=r"claims\[0\] \(E3-union-spec1\): key 'skilled_on'"):
+        V.check_claims([{**base, "skilled_on": "part1"}])
+    chance = next(c for c in V.DEFAULT_CLAIMS if c["id"] == "E3-spec1-chance")
+    with pytest.raises(ValueError, match=r"key 'skilled_on'"):
+        V.check_claims([{**chance, "skilled_on": ["part1"]}])

@@ -69,7 +69,7 @@ PARTITION_KINDS = {"experts": "class-disjoint partitions (not iid, not full data
                    "siblings": "iid partitions", "full": "no partition (-)"}
 
 _CLAIM_KEYS = {"id", "text", "kind", "where", "compare", "quantity", "at", "same", "expect",
-               "margin", "tolerance", "by", "x", "y", "partial"}
+               "margin", "tolerance", "by", "x", "y", "partial", "skilled_on"}
 
 
 # ---------------------------------------------------------------- selection
@@ -403,6 +403,9 @@ def _check_contrast(i: int, c: dict) -> None:
     _check_selector(i, c, "where", c.get("where", {}), SELECTABLE)
     if cmp["b"] == CHANCE and (set(cmp) != {"a", "b"} or c.get("quantity", "value") != "value"):
         _fail(i, c, "compare.b", "'chance' compares side a's accuracy with chance: a and b only")
+    if "skilled_on" in c and (cmp["b"] != CHANCE or not isinstance(c["skilled_on"], str)):
+        _fail(i, c, "skilled_on", "is the split (a string) on which side a must beat chance by the "
+              "margin, for compare.b 'chance' only")
     for side, sel in cmp.items():
         if not (side == "b" and sel == CHANCE):
             _check_selector(i, c, f"compare.{side}", sel, SELECTABLE)
@@ -455,7 +458,9 @@ def check_claims(claims) -> None:
 
     contrast: ``compare`` {a, b} (a - b) or {a, b, c, d} ((a - b) - (c - d)), each a selector
     overriding ``where`` (b may be ``"chance"``: side a's accuracy against its chance level,
-    1/K for top-1 over K classes); ``quantity`` (value, round, epochs, trainings); ``at``
+    1/K for top-1 over K classes; then ``skilled_on``, a split, counts only the rows of a
+    ticket that beats chance there by the margin: "near chance on T_2" says nothing of a
+    specialist that learned nothing of T_1 either); ``quantity`` (value, round, epochs, trainings); ``at``
     (matched-density or target); ``same`` (columns besides model, dataset, source_dataset,
     split, metric and seed that must agree within a pair); ``tolerance``.
     correlation: ``x``, ``y`` and ``partial`` from :data:`LAYER_VARS`, evaluated per seed on
@@ -736,6 +741,9 @@ def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method,
             return [_not_run(c, "side b: the chance level of side a's rows is not known "
                                 "(num_classes)")]
         rows["b"] = rows["a"].assign(value=level, flags="")
+        if "skilled_on" in c:
+            rows["a"] = _flag_unskilled(df, rows["a"], sels["a"], c["skilled_on"],
+                                        float(c["margin"]) / 100, num_classes)
     tol = float(c.get("tolerance", tolerance))
     key = _key(c, sels, ["a", "b"])
     pairs = _pairs(rows, "a", "b", key, c, tol)
@@ -749,6 +757,23 @@ def _evaluate_contrast(df: pd.DataFrame, c: dict, tolerance, alpha, method,
     groups = pairs.groupby(by, sort=True) if by else [((), pairs)]
     return [_group_verdict(c, dict(zip(by, k if isinstance(k, tuple) else (k,))), g, cols,
                            alpha, method, tol) for k, g in groups]
+
+
+def _flag_unskilled(df: pd.DataFrame, rows: pd.DataFrame, sel: Mapping, split: str,
+                    margin: float, num_classes) -> pd.DataFrame:
+    """``rows`` with the flag ``chance`` added where the same ticket (and seed) is not above
+    chance by ``margin`` on ``split``, or has no row there."""
+    own = select(df, {**sel, "split": split})
+    ident = [k for k in ("experiment", "model", "dataset", "source_dataset", "partition", "method",
+                         "ticket", "mode", "control", "protocol", "target_sparsity", "metric", "seed")
+             if k in df.columns]
+    skilled = own["value"].astype(float).to_numpy() > _chance_level(own, num_classes) + margin
+    ok = set(own[ident].astype(str).agg("|".join, axis=1)[skilled])
+    keys = rows[ident].astype(str).agg("|".join, axis=1)
+    flags = rows["flags"].fillna("").astype(str) if "flags" in rows.columns else pd.Series("", index=rows.index)
+    add = ~keys.isin(ok)
+    return rows.assign(flags=[";".join(sorted(set(filter(None, f.split(";"))) | ({"chance"} if a else set())))
+                              for f, a in zip(flags, add)])
 
 
 # ---------------------------------------------------------------- claims: correlations
@@ -1127,6 +1152,7 @@ _DEFAULT = [
        "where": {"experiment": "retrain", "metric": "top1", "control": "ticket", "method": DILT,
                  **_EXP},
        "compare": {"a": {"ticket": f"spec{k}", "split": f"part{3 - k}"}, "b": CHANCE},
+       "skilled_on": f"part{k}",  # and more than 10 points above it on its own classes T_k
        "same": ["partition"], "expect": "equivalent", "margin": 10.0} for k in (1, 2)),
     # Experiment 4 transfers the masks at the source-matched target only (the proposal's
     # protocol), so the core and the union, or the core and LTH's mask, are never at one
