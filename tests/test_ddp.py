@@ -71,6 +71,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _torchrun(tmp_path, worker: str, **fields) -> subprocess.CompletedProcess:
+    """Run ``worker`` (formatted with the repository root, ``tmp_path`` as ``out`` and
+    ``fields``) as 2 gloo ranks under torchrun, on one thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    script = tmp_path / "worker.py"
+    script.write_text(worker.format(root=str(ROOT), out=str(tmp_path), **fields))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+
+
 def test_loader_shards_are_the_single_process_batches():
     ds = load_dataset("digits", seed=0).train
     idx = np.arange(5, 200)
@@ -97,13 +108,8 @@ def test_a_finished_rank_exits_with_its_code_and_its_output_flushed():
 
 
 def test_gloo_ddp_matches_single_process(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER.format(root=str(ROOT), out=str(tmp_path), recipe=RECIPE))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stderr[-20000:]  # the ranks' own errors come before the agent's summary
+    run = _torchrun(tmp_path, WORKER, recipe=RECIPE)
+    assert run.returncode == 0, run.stderr[-20000:]
     ranks = json.loads((tmp_path / "ranks.json").read_text())
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
     # rank 0 alone wrote: one checkpoint per epoch, one log line per epoch
@@ -173,12 +179,7 @@ def test_ranks_read_what_rank_0_wrote_and_share_its_batchnorm_statistics(tmp_pat
     (stale / "settings.json").write_text(json.dumps({"provenance": "old", "settings": {}}))
     for i in range(300):
         (stale / f"old_{i}.bin").write_bytes(b"x")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    script = tmp_path / "worker.py"
-    script.write_text(JOB_WORKER.format(root=str(ROOT), out=str(tmp_path)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    run = _torchrun(tmp_path, JOB_WORKER)
     assert run.returncode == 0, run.stderr[-20000:]
     ranks = json.loads((tmp_path / "ranks.json").read_text())
     assert [r["rounds"] for r in ranks] == [2, 2]
@@ -243,12 +244,7 @@ platform.exit_process(0)
 def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path):
     """Not only the rank whose loss is NaN: the others stop at the same step with the same
     error (before, they waited in the gradients' all-reduce until a time-out)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    script = tmp_path / "worker.py"
-    script.write_text(NAN_WORKER.format(root=str(ROOT), out=str(tmp_path), recipe=RECIPE))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    run = _torchrun(tmp_path, NAN_WORKER, recipe=RECIPE)
     assert run.returncode == 0, run.stderr[-20000:]
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [g["steps"] for g in got] == [5, 5]
