@@ -145,9 +145,14 @@ def transfer_settings(suite, sources: list[str], model: str, dataset: str, seed:
             "random_controls": spec["prune"]["random_controls"]}
 
 
+# 2: a layer followed by a BatchNorm is represented by the BatchNorm's output (before, its own)
+FEATURE_RULES = 2
+
+
 def analysis_settings(suite, model: str, dataset: str, seed: int, tag: str) -> dict:
     return {"stage": "analyze", "tickets": tickets_settings(suite, model, dataset, seed, tag),
-            "analysis": suite.spec.get("analysis", {}), "sparsity": suite.analysis_sparsity}
+            "analysis": suite.spec.get("analysis", {}), "sparsity": suite.analysis_sparsity,
+            "feature_rules": FEATURE_RULES}
 
 
 def digest(settings: dict) -> str:

@@ -2,6 +2,7 @@
 right, lists its layers in forward order, has the expected prunable weights, gives (n, d)
 features per layer, and keeps theta_0 outside the head when rebuilt for a partition."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -141,10 +142,23 @@ def test_vit_tiny_option_errors_name_the_option():
 
 
 def _token_means(model, x, names):
-    """Each layer's raw output, averaged over tokens (sequences) or positions (conv maps)."""
-    raw = {}
+    """Each layer's output, averaged over tokens (sequences) or positions (conv maps); where a
+    BatchNorm takes exactly that output as its input, the BatchNorm's output instead (found by
+    tensor identity during the forward pass, independently of the module tree)."""
+    raw, own = {}, {}
+
+    def layer_hook(_m, _i, out, n):
+        own[id(out)] = (n, out)  # (the reference keeps the id from being reused)
+        raw[n] = out.clone()
+
+    def norm_hook(_m, inp, out):  # (copied: ReLUs after it act in place)
+        if id(inp[0]) in own:
+            raw[own[id(inp[0])][0]] = out.clone()
+
     hooks = [model.get_submodule(n).register_forward_hook(
-        lambda _m, _i, out, n=n: raw.__setitem__(n, out)) for n in names]
+        lambda m, i, o, n=n: layer_hook(m, i, o, n)) for n in names]
+    hooks += [m.register_forward_hook(norm_hook) for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         model.eval()(x)
     for h in hooks:
@@ -167,6 +181,47 @@ def test_features_per_layer_are_n_by_d(name, shape):
         width = m.out_features if isinstance(m, nn.Linear) else m.out_channels
         assert feats[n].shape == (5, width), n
         assert torch.allclose(torch.from_numpy(feats[n]).float(), expected[n], atol=1e-5), n
+
+
+def test_a_layer_followed_by_batchnorm_is_represented_after_it():
+    """Rescaling a conv's output channels (and its BatchNorm's running statistics to match)
+    leaves the network's function unchanged; the analysed features, taken after the
+    BatchNorm, are unchanged too, while the conv's own outputs are not."""
+    from dilt.analysis.features import representation_modules
+
+    model = _build("cnn", DIGITS)
+    names = weight_layers(model)
+    rep = representation_modules(model, names)
+    assert rep["features.0.0"] == "features.0.1" and rep["fc"] == "fc" and rep["head"] == "head"
+    assert all(rep[n] == n for n in weight_layers(_build("vit_tiny", DIGITS)) for rep in
+               [representation_modules(_build("vit_tiny", DIGITS), [n])])
+    x = torch.randn(32, *DIGITS)
+    with torch.no_grad():   # trained-looking statistics, then a per-channel rescaling
+        bn = model.features[0][1]
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    before, out = extract_features(model, x, names), model.eval()(x)
+    raw = _conv_out(model, x)
+    scale = torch.linspace(0.2, 5.0, bn.num_features)
+    with torch.no_grad():
+        model.features[0][0].weight.mul_(scale.view(-1, 1, 1, 1))
+        bn.running_mean.mul_(scale)
+        bn.running_var.mul_(scale ** 2)
+        bn.eps = 0.0
+    after = extract_features(model, x, names)
+    assert torch.allclose(model(x), out, atol=1e-4)
+    for n in names:
+        np.testing.assert_allclose(after[n], before[n], rtol=1e-3, atol=1e-4, err_msg=n)
+    assert not torch.allclose(_conv_out(model, x), raw, atol=1e-2)
+
+
+def _conv_out(model, x):
+    got = []
+    h = model.features[0][0].register_forward_hook(lambda _m, _i, o: got.append(o.clone()))
+    with torch.no_grad():
+        model.eval()(x)
+    h.remove()
+    return got[0]
 
 
 @pytest.mark.parametrize("name", sorted(HEADS))

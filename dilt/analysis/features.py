@@ -76,11 +76,29 @@ def _projection(dim_in: int, dim_out: int, seed: int, index: int) -> torch.Tenso
     return torch.from_numpy(rng.standard_normal((dim_in, dim_out)) / np.sqrt(dim_out)).float()
 
 
+def representation_modules(model: nn.Module, layer_names: Sequence[str]) -> dict[str, str]:
+    """For each layer, the module whose output stands for it: the BatchNorm registered right
+    after it in its parent (a conv and its normalisation, as in the CNNs and timm's ResNets),
+    else the layer itself. In eval mode a BatchNorm's output no longer depends on how the
+    layer's kept weights scale each channel, which a distance matrix would otherwise measure."""
+    out = {}
+    for name in layer_names:
+        parent_name, _, child = name.rpartition(".")
+        siblings = list((model.get_submodule(parent_name) if parent_name else model)._modules.items())
+        i = [k for k, _ in siblings].index(child)
+        after = siblings[i + 1] if i + 1 < len(siblings) else None
+        norm = after is not None and isinstance(after[1], nn.modules.batchnorm._BatchNorm)
+        out[name] = (f"{parent_name}.{after[0]}" if parent_name else after[0]) if norm else name
+    return out
+
+
 @torch.no_grad()
 def extract_features(model: nn.Module, x: torch.Tensor, layer_names: Sequence[str],
                      reduce: str = "gap", batch_size: int = 256, *, proj_dim: int = 256,
                      seed: int = 0, cache: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Outputs of the modules ``layer_names`` on inputs ``x``, reduced to (n, d) float64 arrays.
+    """Outputs of the layers ``layer_names`` on inputs ``x`` (each layer's
+    :func:`representation_modules` output: after its BatchNorm where one follows), reduced to
+    (n, d) float64 arrays.
 
     ``reduce``: "gap" (mean over spatial positions of conv maps, over tokens of (n, T, d)
     sequences), "flatten", or "random_projection" (flatten, then a seeded Gaussian projection to
@@ -92,7 +110,9 @@ def extract_features(model: nn.Module, x: torch.Tensor, layer_names: Sequence[st
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduce!r}; known: {', '.join(REDUCTIONS)}")
     layer_names = list(layer_names)
-    meta = np.array([reduce, str(proj_dim), str(seed), str(len(x)), *layer_names])
+    hooked = representation_modules(model, layer_names)
+    meta = np.array([reduce, str(proj_dim), str(seed), str(len(x)), *layer_names,
+                     *(hooked[n] for n in layer_names)])
     if cache is not None and os.path.exists(cache):
         with np.load(cache, allow_pickle=False) as z:
             if "meta" in z and z["meta"].tolist() == meta.tolist():
@@ -108,15 +128,16 @@ def extract_features(model: nn.Module, x: torch.Tensor, layer_names: Sequence[st
                 out = out[0]
             if reduce == "random_projection" and name not in projections:
                 projections[name] = _projection(out[0].numel(), proj_dim, seed, index)
-            chunks[name].append(_reduce(out, module, reduce, projections.get(name)).float().cpu())
+            # (a copy: an in-place activation after a BatchNorm would change a flattened view)
+            chunks[name].append(_reduce(out, module, reduce, projections.get(name)).float().cpu().clone())
         return hook
 
     handles = []
     was_training = model.training
     try:
         for i, name in enumerate(layer_names):
-            module = model.get_submodule(name)
-            handles.append(module.register_forward_hook(hook_for(i, name, module)))
+            hook = hook_for(i, name, model.get_submodule(name))
+            handles.append(model.get_submodule(hooked[name]).register_forward_hook(hook))
         model.eval()
         for start in range(0, len(x), batch_size):
             model(x[start:start + batch_size].to(device))
