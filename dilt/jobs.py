@@ -483,13 +483,20 @@ def analyze(suite: Suite, model: str, dataset: str, seed: int, tag: str, run_dir
                f"{cfg.get('reduce', 'gap')}{cfg.get('proj_dim', 256)}")
         caches.append(str(Path(d) / f"features_r{r}_{key}.npz"))
     probe_x = torch.cat([x for x, _ in batches(ds, idx, 512)])
+    h = prov.digest(prov.analysis_settings(suite, model, dataset, seed, tag))
+    # the GW pairs solved so far (hours at paper scale): a killed job solves only the rest
+    pairs = Path(out).parent / f"gw_pairs_{h}.json"
+    for stale in pairs.parent.glob("gw_pairs_*.json"):  # of other settings: never resumed
+        if stale != pairs:
+            stale.unlink()
     result = run_analysis(models, masks, probe_x, weight_layers(models[0]), {**cfg, "seed": seed},
-                          feature_cache=caches)
+                          feature_cache=caches, gw_checkpoint=str(pairs))
     from dilt.tickets import failed_round, failed_run_fraction
 
     failed = [failed_round(d, failed_run_fraction(suite)) for d in run_dirs]
     result["flags"] = "failed_source" if any(f is not None and f <= r for f in failed) else ""
     result["meta"] = {"model": model, "dataset": dataset, "seed": seed, "partition": tag,
                       "sparsity": sparsity, "round": r, "probe_size": int(len(idx)),
-                      "provenance": prov.digest(prov.analysis_settings(suite, model, dataset, seed, tag))}
+                      "provenance": h}
     write_json(out, result)
+    pairs.unlink(missing_ok=True)

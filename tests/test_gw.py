@@ -86,6 +86,38 @@ def test_joint_matrix_layout_and_parallel_equals_serial():
     assert np.allclose(J1.values[:2, 2:], G, rtol=1e-12)
 
 
+def test_a_killed_joint_matrix_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """With a checkpoint, a run killed after some pairs solves only the others when started
+    again, and the matrix (values, winning starts, every start's value) is the uninterrupted
+    one's, bit for bit."""
+    from dilt.analysis import gw
+
+    rng = np.random.default_rng(9)
+    D = [distance_matrix(rng.standard_normal((20, d))) for d in (2, 3, 4, 5, 6, 7)]
+    want = joint_matrix(D[:3], D[3:], n_jobs=1)
+    monkeypatch.setattr(gw, "CHECKPOINT_PAIRS", 4)
+    real, solved = gw._run, []
+
+    def killed_after_two_chunks(dists, pairs, *a):
+        if len(solved) == 8:
+            raise KeyboardInterrupt
+        solved.extend(pairs)
+        return real(dists, pairs, *a)
+
+    ckpt = tmp_path / "pairs.json"
+    monkeypatch.setattr(gw, "_run", killed_after_two_chunks)
+    with pytest.raises(KeyboardInterrupt):
+        joint_matrix(D[:3], D[3:], n_jobs=1, checkpoint=ckpt)
+    assert len(solved) == 8 and ckpt.exists()
+    first = list(solved)
+    solved.clear()
+    monkeypatch.setattr(gw, "_run", lambda dists, pairs, *a: solved.extend(pairs) or real(dists, pairs, *a))
+    got = joint_matrix(D[:3], D[3:], n_jobs=1, checkpoint=ckpt)
+    assert len(solved) == 15 - 8 and not set(solved) & set(first)
+    assert np.array_equal(got.values, want.values) and np.array_equal(got.start, want.start)
+    assert all(np.array_equal(got.start_values[k], want.start_values[k], equal_nan=True) for k in want.start_values)
+
+
 def test_round_to_marginals_is_exact_and_keeps_a_valid_coupling():
     rng = np.random.default_rng(8)
     p, q = ot.unif(20), ot.unif(20)

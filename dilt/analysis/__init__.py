@@ -28,13 +28,15 @@ RESULT_KEYS = ("layer_names", "n_probe", "settings", "joint_matrix", "G", "start
 
 def run_analysis(models: Sequence[torch.nn.Module], masks: Sequence[Mask], probe_x: torch.Tensor,
                  layer_names: Sequence[str], cfg: dict | None = None,
-                 feature_cache: Sequence[str | None] | None = None) -> dict:
+                 feature_cache: Sequence[str | None] | None = None,
+                 gw_checkpoint: str | None = None) -> dict:
     """GW matrix, layer clusters and mask-overlap statistics for two networks.
 
     ``models[0]`` / ``models[1]`` (F_1, F_2) and ``masks[0]`` / ``masks[1]`` (their IMP masks over
     the same parameters) are compared; with more than two models only the first two are used.
     ``feature_cache``: one .npz path per model (or None) where its probe features are kept; the
-    caller makes the name unique to the weights, probe and reduction.
+    caller makes the name unique to the weights, probe and reduction. ``gw_checkpoint``: where
+    the GW pairs solved so far are kept (see :func:`dilt.analysis.gw.joint_matrix`).
     ``probe_x``: the shared held-out probe inputs. ``layer_names``: the modules to compare (the same
     in both networks). ``cfg`` keys (all optional): see ``DEFAULTS``.
 
@@ -62,7 +64,8 @@ def run_analysis(models: Sequence[torch.nn.Module], masks: Sequence[Mask], probe
              for m, c in zip(models[:2], caches)]
     dists = [[distance_matrix(f[name], cfg["normalise"]) for name in layer_names] for f in feats]
     t1 = time.perf_counter()
-    J = joint_matrix(dists[0], dists[1], n_jobs=cfg["n_jobs"], solver=cfg["solver"])
+    J = joint_matrix(dists[0], dists[1], n_jobs=cfg["n_jobs"], solver=cfg["solver"],
+                     checkpoint=gw_checkpoint)
     t2 = time.perf_counter()
     G = J.values[:L, L:]
 

@@ -19,6 +19,7 @@ only the polished exact value is reported. Entropic values are never reported as
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -181,14 +182,49 @@ def gw_matrix(dists_a, dists_b, n_jobs: int = 2, *, starts=STARTS, solver: str =
 
 
 def joint_matrix(dists_1, dists_2, n_jobs: int = 2, *, starts=STARTS, solver: str = "exact",
-                 **options) -> GWMatrix:
+                 checkpoint: str | os.PathLike | None = None, **options) -> GWMatrix:
     """The symmetric 2L x 2L GW matrix over the layers of network 1 then network 2: the two
     diagonal blocks compare layers within a network, the off-diagonal block ``G`` (rows: network
-    1, columns: network 2) across networks. Each unordered pair is solved once."""
+    1, columns: network 2) across networks. Each unordered pair is solved once.
+
+    ``checkpoint``: a JSON file the solved pairs are written to (atomically, every
+    ``CHECKPOINT_PAIRS`` x ``n_jobs`` pairs) and read back from, so a killed run solves only the
+    pairs it had not finished (a pair is solved the same way either time). The caller names it
+    uniquely for the inputs and removes it when done."""
     dists = list(dists_1) + list(dists_2)
     pairs = list(combinations(range(len(dists)), 2))
-    results = _run(dists, pairs, n_jobs, starts, solver, options)
+    done = _load_pairs(checkpoint, len(dists)) if checkpoint is not None else {}
+    todo = [p for p in pairs if p not in done]
+    step = len(todo) if checkpoint is None else CHECKPOINT_PAIRS * max(1, n_jobs)
+    for k in range(0, len(todo), max(1, step)):
+        chunk = todo[k:k + step]
+        done.update(zip(chunk, _run(dists, chunk, n_jobs, starts, solver, options)))
+        if checkpoint is not None:
+            _save_pairs(checkpoint, len(dists), done)
+    results = [done[p] for p in pairs]
     return _assemble((len(dists), len(dists)), pairs, results, _start_names(results), True)
+
+
+CHECKPOINT_PAIRS = 16  # pairs per worker between two writes of the checkpoint
+
+
+def _save_pairs(path, n: int, done: dict) -> None:
+    from dilt.io import write_json
+
+    write_json(path, {"layers": n, "pairs": [[i, j, r.value, r.start, r.values]
+                                             for (i, j), r in sorted(done.items())]})
+
+
+def _load_pairs(path, n: int) -> dict:
+    """The pairs a checkpoint holds ({} when there is none, or it is of another layer count)."""
+    from dilt.io import read_json
+
+    if not os.path.exists(path):
+        return {}
+    kept = read_json(path)
+    if kept.get("layers") != n:
+        return {}
+    return {(i, j): GWPair(value, start, values) for i, j, value, start, values in kept["pairs"]}
 
 
 def cross_block(joint: GWMatrix, n1: int) -> np.ndarray:
