@@ -82,7 +82,7 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
     failed = [failed_round(d, failed_floor) for d in run_dirs]
     # the epochs before each round's masks, in full-data passes (each run's share of the
     # data), summed over the runs
-    run_epochs = [_epochs_by_round(read_json(Path(d) / MANIFEST)) for d in run_dirs]
+    run_epochs = [_epochs_by_round(read_json(Path(d) / MANIFEST), len(table)) for d in run_dirs]
     names = list(table[0])
     entries, written = [], {}
     for t in sorted(targets):
@@ -105,7 +105,7 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
                                     "ticket": name, "mode": mode, "control": control,
                                     "target_sparsity": t, "round": r,
                                     "actual_sparsity": mask.sparsity, "trainings": len(run_dirs) * r,
-                                    "epochs": round(sum(e(r) for e in run_epochs), 9),
+                                    "epochs": round(sum(e[r] for e in run_epochs), 9),
                                     "empty_layers": mask.empty_layers(), "flags": flags})
     manifest = {**meta, "n_partitions": len(run_dirs), "partition_sparsity_by_round": part_sparsity,
                 "failed_from_round": failed, "masks": entries}
@@ -113,11 +113,11 @@ def write_tickets(run_dirs: Sequence[str | os.PathLike], targets: Sequence[float
     return manifest
 
 
-def _epochs_by_round(manifest: dict):
-    """``r -> `` the training epochs of a partition run before its round-``r`` mask (in passes
-    over the full training set), from its manifest. A manifest without ``epochs_by_round``
-    (written before it was kept) trained every round alike."""
+def _epochs_by_round(manifest: dict, rounds: int) -> list[float]:
+    """The training epochs of a partition run before each of its first ``rounds`` masks (in
+    passes over the full training set), from its manifest. A manifest without
+    ``epochs_by_round`` (written before it was kept) trained every round alike."""
     if "epochs_by_round" in manifest:
-        return manifest["epochs_by_round"].__getitem__
+        return manifest["epochs_by_round"]
     per_round = next((e["epochs"] / e["round"] for e in manifest["masks"] if e["round"] > 0), 0.0)
-    return lambda r: r * per_round
+    return [r * per_round for r in range(rounds)]

@@ -12,13 +12,15 @@ from dilt.masks import Mask
 from dilt.methods import Method, register_method
 from dilt.prune.cap import PAPER, cap_prune, empirical_fisher, sparsity_schedule
 
+NAME = "cap"  # the config and path name (registered below)
+
 _INTS = ("num_grads", "grad_batch", "fisher_block", "steps", "prune_every")
 
 
 def check_options(opts: dict) -> dict:
     """The options, checked; an error names the offending key and value."""
     def bad(key, want):
-        return ValueError(f"method_options.cap.{key}: must be {want}, got {opts.get(key)!r}")
+        return ValueError(f"method_options.{NAME}.{key}: must be {want}, got {opts.get(key)!r}")
 
     for key in _INTS:
         v = opts.get(key)
@@ -156,7 +158,7 @@ def scoring(options: dict, targets: list, facts) -> float:
 
 
 CAP = register_method(Method(
-    name="cap", kind="post-training", display="CAP", find=find, needs=("theta0", "dense"),
+    name=NAME, kind="post-training", display="CAP", find=find, needs=("theta0", "dense"),
     options={**PAPER, "lr": None}, cost=cost, scoring=scoring, check=check_options,
     cite="Kuznedelev, Kurtic, Frantar, Alistarh. CAP: Correlation-Aware Pruning for "
          "Highly-Accurate Sparse Vision Models. NeurIPS 2023"))

@@ -14,11 +14,13 @@ from dilt.methods.job import mask_key
 from dilt.methods.random_masks import mask_seed
 from dilt.prune.rigl import RigL
 
+NAME = "rigl"  # the config and path name (registered below)
+
 
 def checked_options(options: dict) -> dict:
     """RigL's options, each checked (one-line error naming the key)."""
     def bad(key, want):
-        return ValueError(f"method_options.rigl.{key}: must be {want}, got {options.get(key)!r}")
+        return ValueError(f"method_options.{NAME}.{key}: must be {want}, got {options.get(key)!r}")
 
     def number(key):
         v = options.get(key)
@@ -57,7 +59,7 @@ def find(job) -> None:
 
 
 RIGL = register_method(Method(
-    name="rigl", kind="dynamic", display="RigL", find=find, needs=("theta0",),
+    name=NAME, kind="dynamic", display="RigL", find=find, needs=("theta0",),
     options={"delta_t": 100, "drop_fraction": 0.3, "end_fraction": 0.75, "erk": True},
     check=checked_options,
     cite="Evci, Gale, Menick, Castro, Elsen. Rigging the Lottery: Making All Tickets Winners. "

@@ -17,6 +17,8 @@ from dilt.methods import Method, register_method
 from dilt.methods.job import mask_key
 from dilt.prune import savit as sv
 
+NAME = "savit"  # the config and path name (registered below)
+
 OPTIONS = {"flops_keep": [0.5], "per_class": 32, "batch_size": 64, "curvature": "hessian",
            "tolerance": 0.01, "finetune_epochs": None}
 # A Hessian-vector product by double backward costs about two training steps (Pearlmutter 1994:
@@ -31,10 +33,10 @@ def flops_keeps(opts: dict, targets) -> list[float]:
     if keep == "sparsities":
         keep = [round(1.0 - float(s), 6) for s in targets]
     if not isinstance(keep, (list, tuple)) or not keep:
-        raise sv.SAViTError(f"savit: flops_keep {keep!r} must be a non-empty list or 'sparsities'")
+        raise sv.SAViTError(f"{NAME}: flops_keep {keep!r} must be a non-empty list or 'sparsities'")
     for k in keep:
         if not isinstance(k, (int, float)) or not 0.0 < k <= 1.0:
-            raise sv.SAViTError(f"savit: flops_keep value {k!r} must be in (0, 1]")
+            raise sv.SAViTError(f"{NAME}: flops_keep value {k!r} must be in (0, 1]")
     return sorted({float(k) for k in keep}, reverse=True)
 
 
@@ -42,19 +44,19 @@ def _check(opts: dict) -> None:
     """The options, checked (one line naming the key); the FLOPs targets by :func:`flops_keeps`."""
     unknown = sorted(set(opts) - set(OPTIONS))
     if unknown:
-        raise sv.SAViTError(f"savit: unknown option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
+        raise sv.SAViTError(f"{NAME}: unknown option {unknown[0]!r} (known: {', '.join(sorted(OPTIONS))})")
     for key in ("per_class", "batch_size"):
         if not isinstance(opts[key], int) or isinstance(opts[key], bool) or opts[key] < 1:
-            raise sv.SAViTError(f"savit: option {key} = {opts[key]!r} must be a positive integer")
+            raise sv.SAViTError(f"{NAME}: option {key} = {opts[key]!r} must be a positive integer")
     ft = opts["finetune_epochs"]
     if ft is not None and (not isinstance(ft, int) or isinstance(ft, bool) or ft < 0):
-        raise sv.SAViTError(f"savit: option finetune_epochs = {ft!r} must be a non-negative integer")
+        raise sv.SAViTError(f"{NAME}: option finetune_epochs = {ft!r} must be a non-negative integer")
     if opts["curvature"] not in sv.CURVATURES:
-        raise sv.SAViTError(f"savit: option curvature = {opts['curvature']!r} is not one of "
+        raise sv.SAViTError(f"{NAME}: option curvature = {opts['curvature']!r} is not one of "
                             f"{', '.join(sv.CURVATURES)}")
     tol = opts["tolerance"]
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
-        raise sv.SAViTError(f"savit: option tolerance = {tol!r} must be a number in (0, 1)")
+        raise sv.SAViTError(f"{NAME}: option tolerance = {tol!r} must be a number in (0, 1)")
 
 
 def check_options(opts: dict) -> None:
@@ -155,7 +157,7 @@ def scoring(options: dict, targets: list, facts) -> float:
 
 
 register_method(Method(
-    name="savit", kind="structured", display="SAViT", find=find, needs=("theta0", "dense"),
+    name=NAME, kind="structured", display="SAViT", find=find, needs=("theta0", "dense"),
     retrain=False, vit_only=True, options=dict(OPTIONS), cost=cost, scoring=scoring,
     check=check_options,
     cite="Zheng, Li, Zhang, Yang, Tan, Xiao, Ren, Pu. SAViT: Structure-Aware Vision Transformer "

@@ -153,8 +153,7 @@ def flag(rows: pd.DataFrame, *, margin: float = CHANCE_MARGIN, num_classes=None,
     column, else from ``num_classes`` (an int, or a dict by dataset); without either, chance is
     not assessed.
     """
-    sets = [set(filter(None, str(f).split(";"))) for f in
-            (rows["flags"] if "flags" in rows.columns else [""] * len(rows))]
+    sets = _flag_sets(rows)
     if "collapsed" in rows.columns:
         coll = rows["collapsed"].astype(str).str.lower().eq("true").to_numpy()
         if "empty_layers" in rows.columns:
@@ -172,6 +171,21 @@ def flag(rows: pd.DataFrame, *, margin: float = CHANCE_MARGIN, num_classes=None,
                      dtype=object)
 
 
+def _flag_sets(rows: pd.DataFrame) -> list[set]:
+    """Each row's flags as a set (from its ';'-joined ``flags``; empty without the column)."""
+    return [set(filter(None, str(f).split(";"))) for f in
+            (rows["flags"].fillna("") if "flags" in rows.columns else [""] * len(rows))]
+
+
+# the columns that name one ticket of one seed (its rows differ by split and metric)
+_TICKET = ("experiment", "model", "dataset", "source_dataset", "partition", "method", "ticket",
+           "mode", "control", "protocol", "target_sparsity", "seed")
+
+
+def _ticket_keys(rows: pd.DataFrame) -> np.ndarray:
+    return rows[[c for c in _TICKET if c in rows.columns]].astype(str).agg("|".join, axis=1).to_numpy()
+
+
 def _add(sets: list[set], mask, name: str) -> None:
     for s, m in zip(sets, np.asarray(mask, bool)):
         if m:
@@ -181,10 +195,7 @@ def _add(sets: list[set], mask, name: str) -> None:
 def _chance_flags(rows: pd.DataFrame, margin: float, num_classes) -> np.ndarray:
     chance = _chance_level(rows, num_classes)
     own = pd.to_numeric(rows["value"], errors="coerce").to_numpy(float) <= chance + margin
-    group = [c for c in ("experiment", "model", "dataset", "source_dataset", "partition",
-                         "method", "ticket", "mode", "control", "protocol", "target_sparsity",
-                         "seed") if c in rows.columns]
-    keys = rows[group].astype(str).agg("|".join, axis=1).to_numpy()
+    keys = _ticket_keys(rows)
     is_full = ((rows["split"].astype(str) == "full") & (rows["metric"].astype(str) == "top1"))
     ref = dict(zip(keys[is_full.to_numpy()], own[is_full.to_numpy()]))
     return np.array([ref.get(k, o) for k, o in zip(keys, own)], bool)
@@ -763,17 +774,11 @@ def _flag_unskilled(df: pd.DataFrame, rows: pd.DataFrame, sel: Mapping, split: s
                     margin: float, num_classes) -> pd.DataFrame:
     """``rows`` with the flag ``chance`` added where the same ticket (and seed) is not above
     chance by ``margin`` on ``split``, or has no row there."""
-    own = select(df, {**sel, "split": split})
-    ident = [k for k in ("experiment", "model", "dataset", "source_dataset", "partition", "method",
-                         "ticket", "mode", "control", "protocol", "target_sparsity", "metric", "seed")
-             if k in df.columns]
+    own = select(df, {**sel, "split": split})  # (sel fixes the metric)
     skilled = own["value"].astype(float).to_numpy() > _chance_level(own, num_classes) + margin
-    ok = set(own[ident].astype(str).agg("|".join, axis=1)[skilled])
-    keys = rows[ident].astype(str).agg("|".join, axis=1)
-    flags = rows["flags"].fillna("").astype(str) if "flags" in rows.columns else pd.Series("", index=rows.index)
-    add = ~keys.isin(ok)
-    return rows.assign(flags=[";".join(sorted(set(filter(None, f.split(";"))) | ({"chance"} if a else set())))
-                              for f, a in zip(flags, add)])
+    sets = _flag_sets(rows)
+    _add(sets, ~np.isin(_ticket_keys(rows), _ticket_keys(own)[skilled]), "chance")
+    return rows.assign(flags=[";".join(sorted(f)) for f in sets])
 
 
 # ---------------------------------------------------------------- claims: correlations
