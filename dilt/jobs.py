@@ -287,7 +287,7 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
             write_json(done, {"best_epoch": res.best_epoch, "val_top1": res.best_val_top1,
                               "test": scores, "provenance": provenance, "start": tag})
             platform.barrier()  # under DDP rank 0 alone writes: the others wait to read it
-            (work / f"{stem}.ckpt").unlink(missing_ok=True)
+        (work / f"{stem}.ckpt").unlink(missing_ok=True)  # also after a kill just past the commit
         result = read_json(done)
         for split, value in result["test"].items():
             records.append(_row(experiment, model, bundle.name, source_dataset, partition, e.method,

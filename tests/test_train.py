@@ -111,6 +111,29 @@ def test_killed_imp_job_resumes_to_identical_masks(tiny_suite, tmp_path, monkeyp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_retrain_killed_past_its_commit_leaves_no_checkpoint(tmp_path):
+    """A kill between writing a retrained mask's result and removing its checkpoint: the rerun
+    keeps the result (no second training) and removes the leftover checkpoint."""
+    data, net, mask = _setup()
+    recipe = Recipe(epochs=1, batch_size=128, lr=0.05)
+    theta0 = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def make():
+        m = build_model("cnn", 10, data.input_shape)
+        m.load_state_dict(theta0)
+        return m
+    entry = jobs.Entry("lth", "lth", "source-matched", "none", 0.5, 1, 2, 2.0, "lth_r1", mask)
+    kw = dict(model="cnn", make_model=make, bundle=data, eval_splits={"full": Split(data.test)},
+              recipe=recipe, seed=0, work_dir=tmp_path, log=None, experiment="E1", partition="full",
+              source_dataset="digits", provenance="p")
+    first = jobs.train_entries([entry], **kw)
+    (done,) = tmp_path.glob("*.json")
+    leftover = done.with_suffix(".ckpt")
+    leftover.write_bytes(b"left by a kill after the commit")
+    assert jobs.train_entries([entry], make_model=None, **{k: v for k, v in kw.items() if k != "make_model"}) == first
+    assert not leftover.exists()
+
+
 def test_same_seed_same_weights_different_seed_different():
     data, net, mask = _setup()
     a, b, c = (build_model("cnn", 10, data.input_shape) for _ in range(3))
