@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -130,6 +131,37 @@ CIFAR_COARSE = [4, 1, 14, 8]   # the official superclasses of these four classes
 COARSE_NAMES = [f"super{i}" for i in range(20)]
 
 
+class _Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle did: str and bytes as py2 byte strings, numpy as numpy.core."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj):
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256
+                   else pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj):
+        self.save_bytes(obj.encode("latin1"))
+
+    def save_global(self, obj, name=None):
+        name = name or obj.__qualname__
+        module = pickle.whichmodule(obj, name).replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + module.encode() + b"\n" + name.encode() + b"\n")
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+    dispatch[str] = save_str
+    dispatch[type] = save_global
+
+
+def _dump_py2(obj, path):
+    with open(path, "wb") as fh:
+        _Py2Pickler(fh, protocol=2).dump(obj)
+    assert b"_codecs" not in Path(path).read_bytes()  # no Python 3 bytes objects in the file
+
+
 def _cifar(root: Path, per_class=5, per_class_test=2, coarse=CIFAR_COARSE) -> tuple[list[int], list[int]]:
     base = root / "cifar100" / "cifar-100-python"
     base.mkdir(parents=True)
@@ -142,15 +174,13 @@ def _cifar(root: Path, per_class=5, per_class_test=2, coarse=CIFAR_COARSE) -> tu
 
     train_y, train_x = split(per_class)
     test_y, test_x = split(per_class_test)
-    # the official files are Python 2 pickles with byte-string keys; write the train file with
-    # bytes keys (protocol 2, as the original) and the test file with str keys: both must load
-    # numpy < 2 (which wrote the official files) names numpy.core, not numpy._core
-    raw = pickle.dumps({b"filenames": [f"f{i}.png".encode() for i in range(len(train_y))],
-                        b"batch_label": b"training batch 1 of 1", b"fine_labels": train_y,
-                        b"coarse_labels": [coarse[y] for y in train_y], b"data": train_x},
-                       protocol=2)
-    (base / "train").write_bytes(raw.replace(b"numpy._core.multiarray\n",
-                                             b"numpy.core.multiarray\n"))
+    # the official files are Python 2 cPickles (protocol 2): their str objects are byte strings
+    # (SHORT_BINSTRING/BINSTRING opcodes, read back as str under encoding="latin1") and numpy is
+    # named numpy.core. The train file is written that way; the test file with Python 3 str keys
+    # and the meta file with Python 3 bytes keys: all three must load
+    _dump_py2({"filenames": [f"f{i}.png" for i in range(len(train_y))],
+               "batch_label": "training batch 1 of 1", "fine_labels": train_y,
+               "coarse_labels": [coarse[y] for y in train_y], "data": train_x}, base / "train")
     with open(base / "test", "wb") as fh:
         pickle.dump({"filenames": [f"t{i}.png" for i in range(len(test_y))],
                      "batch_label": "testing batch 1 of 1", "fine_labels": test_y,
@@ -356,7 +386,22 @@ DAMAGES = {
         b"\xff\xfe"), "LOC_synset_mapping.txt"),
     "imagenet class folder empty": ("imagenet", _imagenet, lambda b: [
         f.unlink() for f in (b / "imagenet/train" / WNIDS[1]).iterdir()], WNIDS[1]),
+    "imagenet val class folder empty": ("imagenet", _imagenet, lambda b: [
+        f.unlink() for f in (b / "imagenet/val" / WNIDS[2]).iterdir()], f"val/{WNIDS[2]}"),
+    "imagenet val images not sorted into folders": ("imagenet", _imagenet, lambda b: _image(
+        b / "imagenet/val/ILSVRC2012_val_00000001.JPEG"), "imagenet/val"),
+    "cifar100 meta of CIFAR-10": ("cifar100", _cifar, lambda b: _dump_py2(
+        {"label_names": ["airplane"]}, b / "cifar100/cifar-100-python/meta"), "cifar-100-python/meta"),
+    "cifar100 meta not a dict": ("cifar100", _cifar, lambda b: _dump_py2(
+        ["apple"], b / "cifar100/cifar-100-python/meta"), "cifar-100-python/meta"),
+    "cifar100 train labels fewer than images": ("cifar100", _cifar, lambda b: _drop_label(
+        b / "cifar100/cifar-100-python/train"), "cifar-100-python/train"),
 }
+
+
+def _drop_label(path):
+    d = load_pickle(path)
+    _dump_py2({**d, "fine_labels": d["fine_labels"][:-1]}, path)
 
 
 @pytest.mark.parametrize("case", DAMAGES)

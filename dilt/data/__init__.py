@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from dilt.config import VAL_FRACTION
+
 _REGISTRY: dict[str, Callable[..., DataBundle]] = {}
 
 
@@ -74,8 +76,9 @@ def get_loader(name: str) -> Callable[..., DataBundle]:
 
 
 def load_dataset(name: str, *, root: str | Path = "data", seed: int = 0,
-                 val_fraction: float = 0.2, **options) -> DataBundle:
-    """Load dataset ``name`` from ``root``; ``seed`` fixes the train/validation split."""
+                 val_fraction: float = VAL_FRACTION, **options) -> DataBundle:
+    """Load dataset ``name`` from ``root``; ``seed`` fixes the train/validation split and
+    ``val_fraction`` (by default the config's) its size."""
     return get_loader(name)(root=Path(root), seed=seed, val_fraction=val_fraction, **options)
 
 

@@ -44,11 +44,11 @@ def _digits(root, seed: int, val_fraction: float, test_fraction: float, transpos
 
 
 @register_dataset("digits")
-def digits(root=None, *, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.25):
+def digits(root=None, *, seed: int = 0, val_fraction: float, test_fraction: float = 0.25):
     return _digits(root, seed, val_fraction, test_fraction, transpose=False, name="digits")
 
 
 @register_dataset("digits_rot")
-def digits_rot(root=None, *, seed: int = 0, val_fraction: float = 0.2, test_fraction: float = 0.25):
+def digits_rot(root=None, *, seed: int = 0, val_fraction: float, test_fraction: float = 0.25):
     """Digits rotated by 90 degrees: a transfer target with the same size but new features."""
     return _digits(root, seed, val_fraction, test_fraction, transpose=True, name="digits_rot")

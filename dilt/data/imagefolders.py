@@ -302,7 +302,7 @@ def _scan_folder(directory: Path, classes: list[str]) -> tuple[list[str], list[i
 
 
 @register_dataset("imagenet")
-def imagenet(root: Path, *, seed: int = 0, val_fraction: float = 0.02, **options) -> DataBundle:
+def imagenet(root: Path, *, seed: int = 0, val_fraction: float, **options) -> DataBundle:
     """ILSVRC-2012; the official validation images are the test split."""
     base = _require(Path(root) / "imagenet", "imagenet", "dir")
     train_dir = _require(base / "train", "imagenet", "dir")
@@ -311,6 +311,11 @@ def imagenet(root: Path, *, seed: int = 0, val_fraction: float = 0.02, **options
     if not wnids:
         raise FileNotFoundError(f"imagenet: no class folders in {train_dir}; expected under the "
                                 f"data root: {LAYOUTS['imagenet']}")
+    loose = sorted(e.name for e in os.scandir(val_dir)
+                   if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+    if loose:
+        raise ValueError(f"imagenet: {val_dir} holds {len(loose)} image(s) outside class folders "
+                         f"(e.g. {loose[0]}): sort them into <wnid>/ folders, e.g. with valprep.sh")
     val_classes = {e.name for e in os.scandir(val_dir) if e.is_dir()}
     if not val_classes:
         raise FileNotFoundError(f"imagenet: no class folders in {val_dir} (sort the validation "
@@ -331,10 +336,11 @@ def imagenet(root: Path, *, seed: int = 0, val_fraction: float = 0.02, **options
     class_names = [names[w] or w for w in wnids]
     tr_paths, tr_y = _scan_folder(train_dir, wnids)
     te_paths, te_y = _scan_folder(val_dir, wnids)
-    empty = sorted(set(range(len(wnids))) - set(tr_y))
-    if empty:
-        raise ValueError(f"imagenet: {train_dir / wnids[empty[0]]} holds no images ({len(empty)} "
-                         f"empty class folder(s) in {train_dir}: a partial extraction?)")
+    for directory, ys in ((train_dir, tr_y), (val_dir, te_y)):
+        empty = sorted(set(range(len(wnids))) - set(ys))
+        if empty:
+            raise ValueError(f"imagenet: {directory / wnids[empty[0]]} holds no images ({len(empty)} "
+                             f"class(es) without images in {directory}: a partial extraction?)")
     return _bundle("imagenet", lambda tf: FileImages(tr_paths, tr_y, tf), np.asarray(tr_y),
                    lambda tf: FileImages(te_paths, te_y, tf), np.asarray(te_y), class_names,
                    seed=seed, val_fraction=val_fraction, **options)
@@ -370,7 +376,7 @@ def load_pickle(path: Path) -> dict:
     with _reading("cifar100", path), open(path, "rb") as fh:
         obj = _NumpyOnlyUnpickler(fh, encoding="latin1").load()
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
+        raise ValueError(f"cifar100: {path}: expected a dict, got {type(obj).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -384,6 +390,9 @@ def _cifar_split(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
     with _reading("cifar100", path, " (images of 3 x 32 x 32 bytes)"):
         images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     coarse = d.get("coarse_labels")
+    for key, values in (("fine_labels", labels), ("coarse_labels", coarse)):
+        if values is not None and len(values) != len(images):
+            raise ValueError(f"cifar100: {path}: {len(values)} {key} for {len(images)} images")
     return (np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64),
             None if coarse is None else np.asarray(coarse, dtype=np.int64))
 
@@ -403,12 +412,14 @@ def superclass_map(fine: np.ndarray, coarse: np.ndarray, num_classes: int,
 
 
 @register_dataset("cifar100")
-def cifar100(root: Path, *, seed: int = 0, val_fraction: float = 0.1, **options) -> DataBundle:
+def cifar100(root: Path, *, seed: int = 0, val_fraction: float, **options) -> DataBundle:
     base = _require(Path(root) / "cifar100" / "cifar-100-python", "cifar100", "dir")
     meta = load_pickle(_require(base / "meta", "cifar100"))
     names = lambda key: [n.decode() if isinstance(n, bytes) else str(n)  # noqa: E731
                          for n in meta.get(key, [])]
     class_names = names("fine_label_names")
+    if not class_names:
+        raise ValueError(f"cifar100: {base / 'meta'}: no 'fine_label_names' entry (is it CIFAR-100?)")
     tr_x, tr_y, tr_c = _cifar_split(_require(base / "train", "cifar100"))
     te_x, te_y, _ = _cifar_split(_require(base / "test", "cifar100"))
     _check_labels("cifar100", tr_y, len(class_names), base / "train")
@@ -433,7 +444,7 @@ def _cars_annotations(mat: Path, images: Path) -> tuple[list[str], np.ndarray]:
 
 
 @register_dataset("stanford_cars")
-def stanford_cars(root: Path, *, seed: int = 0, val_fraction: float = 0.1,
+def stanford_cars(root: Path, *, seed: int = 0, val_fraction: float,
                   **options) -> DataBundle:
     import scipy.io as sio
 
@@ -475,7 +486,7 @@ def _id_table(path: Path) -> dict[int, str]:
 
 
 @register_dataset("cub200")
-def cub200(root: Path, *, seed: int = 0, val_fraction: float = 0.1, **options) -> DataBundle:
+def cub200(root: Path, *, seed: int = 0, val_fraction: float, **options) -> DataBundle:
     base = _require(Path(root) / "cub200" / "CUB_200_2011", "cub200", "dir")
     images_dir = _require(base / "images", "cub200", "dir")
     files = _id_table(_require(base / "images.txt", "cub200"))
