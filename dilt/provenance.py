@@ -146,7 +146,9 @@ def transfer_settings(suite, sources: list[str], model: str, dataset: str, seed:
 
 
 # 2: a layer followed by a BatchNorm is represented by the BatchNorm's output (before, its own)
-FEATURE_RULES = 2
+# 3: the probe's classes of equal remainder share its leftover examples in a seeded random order
+#    (before, by class number)
+FEATURE_RULES = 3
 
 
 def analysis_settings(suite, model: str, dataset: str, seed: int, tag: str) -> dict:

@@ -67,6 +67,24 @@ def test_probe_indices_are_stratified_and_fixed():
     assert len(small) == 7 and len(np.unique(targets[small])) == 7
 
 
+def test_probe_leftover_of_a_balanced_split_is_not_given_by_class_number():
+    """1000 balanced classes, 2048 probe points: 48 classes get a third example. They are drawn
+    at random (seeded), not classes 0-47, which under a contiguous split all sit in partition 1."""
+    targets = np.repeat(np.arange(1000), 50)
+    extra = {}
+    for seed in (0, 1):
+        counts = np.bincount(targets[probe_indices(targets, 2048, seed=seed)], minlength=1000)
+        assert sorted(set(counts)) == [2, 3] and counts.sum() == 2048
+        extra[seed] = np.flatnonzero(counts == 3)
+        assert len(extra[seed]) == 48
+        assert 10 < (extra[seed] < 500).sum() < 38  # both halves of the classes get some
+    assert not np.array_equal(extra[0], extra[1])
+    # unequal remainders still go first: the classes of 150 examples take the leftover
+    targets = np.repeat(np.arange(10), [50] * 5 + [150] * 5)
+    counts = np.bincount(targets[probe_indices(targets, 104, seed=0)], minlength=10)
+    assert list(counts[:5]) == [5] * 5 and sum(counts[5:]) == 79 and set(counts[5:]) <= {15, 16}
+
+
 def test_extract_features_cnn_gap_flatten_projection_and_cache(tmp_path):
     torch.manual_seed(0)
     model = build_model("cnn", 10, (1, 8, 8))
@@ -94,6 +112,10 @@ def test_extract_features_cnn_gap_flatten_projection_and_cache(tmp_path):
     assert cache.exists()
     b = extract_features(model, x, layers, cache=cache)
     assert all(np.array_equal(a[n], b[n]) for n in layers)
+    other = torch.randn(20, 1, 8, 8)  # another probe of the same size: the cache is stale
+    c = extract_features(model, other, layers, cache=cache)
+    assert all(np.array_equal(c[n], extract_features(model, other, [n])[n]) for n in layers)
+    assert not np.array_equal(c[layers[0]], a[layers[0]])
 
 
 def _masks(models, density=0.5):

@@ -173,3 +173,24 @@ def test_gw_cg_matches_pots_solver_from_both_starts():
                                               log=True, max_iter=10000)
         assert ours == pytest.approx(float(log["gw_dist"]), rel=1e-10)
         assert np.allclose(G.sum(1), p) and np.allclose(G.sum(0), p)
+
+
+def test_the_linear_step_gets_an_iteration_cap_that_grows_with_the_problem(monkeypatch):
+    """POT's network simplex stops at 100,000 iterations by default, short of the optimum for
+    large probes; every linear step of the solver gets :func:`emd_iterations` instead."""
+    import ot.optim
+
+    from dilt.analysis.gw import distance_matrix, emd_iterations, gw_cg
+
+    assert emd_iterations(96, 96) == 100_000 and emd_iterations(2048, 2048) == 10 * 2048 ** 2
+    caps = []
+    real = ot.optim.emd
+
+    def recording(a, b, M, numItermax=100_000, **kw):
+        caps.append(numItermax)
+        return real(a, b, M, numItermax, **kw)
+    monkeypatch.setattr(ot.optim, "emd", recording)
+    rng = np.random.default_rng(0)
+    C = distance_matrix(rng.standard_normal((120, 3)))
+    gw_cg(C, distance_matrix(rng.standard_normal((120, 4))))
+    assert caps and set(caps) == {emd_iterations(120, 120)} == {144_000}

@@ -6,6 +6,7 @@ image. Features are returned as float64 numpy arrays (n, d), one per named modul
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from torch import nn
 from dilt.io import atomic_path
 
 REDUCTIONS = ("gap", "flatten", "random_projection")
+PROBE_TIES = 0x71E5  # the stream that orders classes of equal remainder in probe_indices
 
 
 def probe_indices(targets, size: int = 1024, seed: int = 0) -> np.ndarray:
@@ -35,8 +37,11 @@ def probe_indices(targets, size: int = 1024, seed: int = 0) -> np.ndarray:
     take = np.floor(share).astype(int)
     if size >= len(classes):
         take = np.maximum(take, 1)
-    # hand out what is left by largest remainder, never more than a class holds
-    order = np.argsort(-(share - np.floor(share)), kind="stable")
+    # hand out what is left by largest remainder, never more than a class holds; equal remainders
+    # (every class of a balanced split) in a seeded random order, not by class number, which would
+    # give the extra examples to the first classes, all in the first partition of a contiguous split
+    tie = np.random.default_rng([seed, PROBE_TIES]).permutation(len(classes))
+    order = np.lexsort((tie, -(share - np.floor(share))))
     i = 0
     while take.sum() < size:
         c = order[i % len(order)]
@@ -93,6 +98,11 @@ def representation_modules(model: nn.Module, layer_names: Sequence[str]) -> dict
 
 
 @torch.no_grad()
+def _digest(x: torch.Tensor) -> str:
+    """A content hash of the probe inputs (a cache made on other inputs of the same size is stale)."""
+    return hashlib.sha256(np.ascontiguousarray(x.detach().cpu().numpy()).view(np.uint8).ravel()).hexdigest()[:16]
+
+
 def extract_features(model: nn.Module, x: torch.Tensor, layer_names: Sequence[str],
                      reduce: str = "gap", batch_size: int = 256, *, proj_dim: int = 256,
                      seed: int = 0, cache: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
@@ -111,7 +121,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, layer_names: Sequence[st
         raise ValueError(f"unknown reduction {reduce!r}; known: {', '.join(REDUCTIONS)}")
     layer_names = list(layer_names)
     hooked = representation_modules(model, layer_names)
-    meta = np.array([reduce, str(proj_dim), str(seed), str(len(x)), *layer_names,
+    meta = np.array([reduce, str(proj_dim), str(seed), str(len(x)), _digest(x), *layer_names,
                      *(hooked[n] for n in layer_names)])
     if cache is not None and os.path.exists(cache):
         with np.load(cache, allow_pickle=False) as z:

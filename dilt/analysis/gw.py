@@ -31,6 +31,14 @@ STARTS = ("identity", "uniform")
 NORMALISATIONS = ("mean", "max", "none")
 
 
+def emd_iterations(n: int, m: int) -> int:
+    """The network simplex's iteration cap for the linear step of an n x m problem. POT's
+    default of 100,000 can stop short of the optimum at paper scale: it then warns and returns a
+    feasible, suboptimal direction (a 2,048-point pair of synthetic clouds hit it in 6 steps,
+    1,024 points in none). 10 n m leaves the smoke suite's 96-point problems as they were."""
+    return max(100_000, 10 * n * m)
+
+
 def distance_matrix(x, normalise: str = "mean") -> np.ndarray:
     """Euclidean distance matrix of the rows of ``x`` in float64, divided by the mean ("mean")
     or largest ("max") off-diagonal distance, or left as is ("none")."""
@@ -101,7 +109,7 @@ def gw_cg(C1: np.ndarray, C2: np.ndarray, G0: np.ndarray | None = None, *,
         return alpha, 1, cost_G + a * alpha**2 + b * alpha, df_G - 2 * alpha * dot
 
     G, log = cg(p, q, 0.0, 1.0, f, df, G0, line_search, log=True, numItermax=max_iter,
-                stopThr=tol_rel, stopThr2=tol_abs)
+                numItermaxEmd=emd_iterations(len(p), len(q)), stopThr=tol_rel, stopThr2=tol_abs)
     return float(log["loss"][-1]), G
 
 
