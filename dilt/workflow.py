@@ -178,3 +178,18 @@ def gpus(spec: dict, model: str, dataset: str, default: int) -> int:
     for ``model``, else the stage's resources."""
     ddp = spec.get("ddp") or {}
     return int(ddp.get(f"{model}/{dataset}", ddp.get(model, default)))
+
+
+# a job's resources that depend on its wildcards (the rest are the stage's, the same for all)
+JOB_KEYS = ("gpu", "cpus_per_task", "mem_mb")
+
+
+def job_resources(spec: dict, stage: str, model: str, dataset: str, trains: bool) -> dict:
+    """``gpu``, ``cpus_per_task`` and ``mem_mb`` of one job of ``stage`` on ``model/dataset``. A
+    training job takes its :func:`gpus`; with n > 1 (DDP) it asks n times the stage's CPUs and
+    memory, which are per GPU (every rank runs its own data-loader workers). A job that does not
+    train (one-shot scoring) asks at most one GPU."""
+    r = stage_resources(spec, stage)
+    n = gpus(spec, model, dataset, r["gpu"]) if trains else min(r["gpu"], 1)
+    scale = max(n, 1)
+    return {"gpu": n, "cpus_per_task": r["cpus_per_task"] * scale, "mem_mb": r["mem_mb"] * scale}

@@ -58,22 +58,25 @@ def reported_item(path, name, category):
 
 
 def res(stage, training=False):
-    """Resources of a stage from the suite (`gpu`, `runtime` minutes, `mem_mb`, `cpus_per_task`);
-    a training job's GPU count comes from the suite's `ddp` for its model and data set.
-    `training` may be a test of the job's wildcards (a find job trains unless its method is
-    one-shot: SNIP, GraSP and random masks score once, with no use for DDP ranks).
+    """Resources of a stage from the suite (`gpu`, `runtime` minutes, `mem_mb`, `cpus_per_task`).
+    A training job's GPUs come from the suite's `ddp` for its model and data set, with CPUs and
+    memory per GPU (`dilt.workflow.job_resources`). `training` may be a test of the job's
+    wildcards (a find job trains unless its method is one-shot: SNIP, GraSP and random masks
+    score once, with no use for DDP ranks).
     """
     assert stage in RESOURCE_STAGES, stage  # the stages the config check knows
     r = W.stage_resources(S, stage)
     if training:
-        default = r["gpu"]
-        trains = training if callable(training) else (lambda wc: True)
-        r["gpu"] = lambda wc: (
-            W.gpus(S, wc.model, getattr(wc, "target", wc.dataset), default)
-            if trains(wc)
-            else min(default, 1)
-        )
+        job = _job_resources(stage, training)
+        r.update({k: (lambda wc, k=k: job(wc)[k]) for k in W.JOB_KEYS})
     return r
+
+
+def _job_resources(stage, training):
+    trains = training if callable(training) else (lambda wc: True)
+    return lambda wc: W.job_resources(
+        S, stage, wc.model, getattr(wc, "target", wc.dataset), trains(wc)
+    )
 
 
 def trains_in_find(wc):
@@ -81,12 +84,21 @@ def trains_in_find(wc):
     return get_method(wc.method).trains_in_find
 
 
-def launch(wc, resources):
-    """How a training job starts: plain, or under torchrun with one process per GPU (DDP)."""
-    n = int(resources.gpu)
-    return (
-        f"-m torch.distributed.run --standalone --nproc_per_node={n}" if n > 1 else ""
-    )
+def launch(stage, training=True):
+    """How a training job of `stage` starts: plain, or under torchrun with one process per GPU
+    (DDP). The count is the suite's, as `res` asks it, not the job's `gpu` resource, which a
+    profile may override (a site that asks GPUs by `gres`)."""
+    job = _job_resources(stage, training)
+
+    def args(wc):
+        n = job(wc)["gpu"]
+        return (
+            f"-m torch.distributed.run --standalone --nproc_per_node={n}"
+            if n > 1
+            else ""
+        )
+
+    return args
 
 
 def grid(pattern, **extra):

@@ -18,7 +18,7 @@ rule retrain:
     resources:
         **res("retrain", training=True),
     params:
-        launch=launch,
+        launch=launch("retrain"),
         prov=prov(retrain_settings),
         src=lambda wc, input: os.path.dirname(input.source),
     shell:
@@ -45,7 +45,7 @@ rule retrain_one:
     resources:
         **res("retrain", training=True),
     params:
-        launch=launch,
+        launch=launch("retrain"),
         prov=prov(retrain_settings),
         src=lambda wc, input: os.path.dirname(input.source),
     shell:
@@ -68,7 +68,7 @@ rule transfer:
     resources:
         **res("transfer", training=True),
     params:
-        launch=launch,
+        launch=launch("transfer"),
         prov=prov(
             lambda wc: PROV.transfer_settings(
                 SUITE_OBJ,
@@ -104,7 +104,7 @@ rule transfer_one:
     resources:
         **res("transfer", training=True),
     params:
-        launch=launch,
+        launch=launch("transfer"),
         prov=prov(
             lambda wc: PROV.transfer_settings(
                 SUITE_OBJ,

@@ -50,7 +50,7 @@ rule dense:
     resources:
         **res("retrain", training=True),
     params:
-        launch=launch,
+        launch=launch("retrain"),
         prov=prov(
             lambda wc: PROV.dense_settings(
                 SUITE_OBJ, wc.model, wc.dataset, int(wc.seed)
@@ -79,7 +79,7 @@ rule find:
     resources:
         **res("imp", training=trains_in_find),
     params:
-        launch=launch,
+        launch=launch("imp", trains_in_find),
         prov=prov(find_settings),
         dense=lambda wc, input: (
             f"--dense {os.path.dirname(input.dense)}/dense.safetensors"
@@ -108,7 +108,7 @@ rule dilt_partition:
     resources:
         **res("imp", training=True),
     params:
-        launch=launch,
+        launch=launch("imp"),
         prov=prov(
             lambda wc: PROV.find_settings(
                 SUITE_OBJ,
