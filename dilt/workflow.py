@@ -184,12 +184,19 @@ def gpus(spec: dict, model: str, dataset: str, default: int) -> int:
 JOB_KEYS = ("gpu", "cpus_per_task", "mem_mb")
 
 
-def job_resources(spec: dict, stage: str, model: str, dataset: str, trains: bool) -> dict:
+WORKS = ("trains", "scores", "draws")
+
+
+def job_resources(spec: dict, stage: str, model: str, dataset: str, work: str = "trains") -> dict:
     """``gpu``, ``cpus_per_task`` and ``mem_mb`` of one job of ``stage`` on ``model/dataset``. A
-    training job takes its :func:`gpus`; with n > 1 (DDP) it asks n times the stage's CPUs and
-    memory, which are per GPU (every rank runs its own data-loader workers). A job that does not
-    train (one-shot scoring) asks at most one GPU."""
+    job that trains takes its :func:`gpus`; with n > 1 (DDP) it asks n times the stage's CPUs and
+    memory, which are per GPU (every rank runs its own data-loader workers). One that scores
+    once (SNIP, GraSP) asks at most one GPU, one that draws random masks none
+    (``Method.find_work``)."""
+    if work not in WORKS:
+        raise ValueError(f"job_resources: work {work!r} is not one of {', '.join(WORKS)}")
     r = stage_resources(spec, stage)
-    n = gpus(spec, model, dataset, r["gpu"]) if trains else min(r["gpu"], 1)
+    n = {"trains": lambda: gpus(spec, model, dataset, r["gpu"]),
+         "scores": lambda: min(r["gpu"], 1), "draws": lambda: 0}[work]()
     scale = max(n, 1)
     return {"gpu": n, "cpus_per_task": r["cpus_per_task"] * scale, "mem_mb": r["mem_mb"] * scale}

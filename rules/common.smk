@@ -60,9 +60,9 @@ def reported_item(path, name, category):
 def res(stage, training=False):
     """Resources of a stage from the suite (`gpu`, `runtime` minutes, `mem_mb`, `cpus_per_task`).
     A training job's GPUs come from the suite's `ddp` for its model and data set, with CPUs and
-    memory per GPU (`dilt.workflow.job_resources`). `training` may be a test of the job's
-    wildcards (a find job trains unless its method is one-shot: SNIP, GraSP and random masks
-    score once, with no use for DDP ranks).
+    memory per GPU (`dilt.workflow.job_resources`). `training` may instead give the job's work
+    from its wildcards (`find_work`: a find job of a one-shot method scores once, on at most one
+    GPU, or draws random masks, on none).
     """
     assert stage in RESOURCE_STAGES, stage  # the stages the config check knows
     r = W.stage_resources(S, stage)
@@ -73,15 +73,15 @@ def res(stage, training=False):
 
 
 def _job_resources(stage, training):
-    trains = training if callable(training) else (lambda wc: True)
+    work = training if callable(training) else (lambda wc: "trains")
     return lambda wc: W.job_resources(
-        S, stage, wc.model, getattr(wc, "target", wc.dataset), trains(wc)
+        S, stage, wc.model, getattr(wc, "target", wc.dataset), work(wc)
     )
 
 
-def trains_in_find(wc):
-    """Whether a find job trains (see `Method.trains_in_find`)."""
-    return get_method(wc.method).trains_in_find
+def find_work(wc):
+    """What a find job does: trains, scores or draws (see `Method.find_work`)."""
+    return get_method(wc.method).find_work
 
 
 def launch(stage, training=True):

@@ -77,9 +77,9 @@ rule find:
         ENV
     threads: 1
     resources:
-        **res("imp", training=trains_in_find),
+        **res("imp", training=find_work),
     params:
-        launch=launch("imp", trains_in_find),
+        launch=launch("imp", find_work),
         prov=prov(find_settings),
         dense=lambda wc, input: (
             f"--dense {os.path.dirname(input.dense)}/dense.safetensors"

@@ -63,33 +63,45 @@ def test_dry_run_plans_exactly_the_grid(name):
     assert "retrain" not in plan and "transfer" not in plan  # the batched rules are not used
 
 
-def test_a_ddp_job_asks_cpus_and_memory_per_gpu_and_starts_one_rank_per_gpu():
-    """The paper suite's dense ResNet-50 on ImageNet trains on 4 GPUs (`ddp`): it asks 4 times the
-    suite's CPUs and memory (every rank runs its own data-loader workers) and starts under
-    torchrun with 4 ranks; on Stanford Cars (no `ddp` key) one GPU, one process."""
+def _dry_run_jobs(targets: list[str]) -> dict[str, tuple[dict, str]]:
+    """output -> (resources, shell command) of each job `snakemake -n -p` plans for ``targets``
+    of the paper suite."""
     import subprocess
     import sys
 
-    suite = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())["suites"]["paper"]
-    base = suite["resources"]["default"]
-    out = {d: f"results/paper/resnet50/{d}/seed0/full/dense/records.json" for d in ("imagenet", "stanford_cars")}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", *out.values(),
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1", *targets,
                            "--config", "suite=paper"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    jobs = {}  # data set -> (resources line, shell command) of its dense job
-    lines = proc.stdout.splitlines()
+    jobs, lines = {}, proc.stdout.splitlines()
     for i, line in enumerate(lines):
-        if line.strip() == "rule dense:":
-            block = lines[i:i + 12]
-            data = next(d for d in out if any(out[d] in b for b in block))
+        if line.strip().startswith("output:"):
+            block = lines[i:i + 10]
             res = next(b for b in block if b.strip().startswith("resources:"))
             cmd = next(b for b in block if b.startswith("Shell command:"))
-            jobs[data] = (dict(kv.split("=", 1) for kv in res.split(":", 1)[1].replace(" ", "").split(",")), cmd)
+            jobs[line.split(":", 1)[1].strip()] = (
+                dict(kv.split("=", 1) for kv in res.split(":", 1)[1].replace(" ", "").split(",")), cmd)
+    return jobs
+
+
+def test_a_ddp_job_asks_cpus_and_memory_per_gpu_and_starts_one_rank_per_gpu():
+    """The paper suite's ResNet-50 on ImageNet trains on 4 GPUs (`ddp`): its dense and LTH jobs
+    ask 4 times the suite's CPUs and memory (every rank runs its own data-loader workers) and
+    start under torchrun with 4 ranks; on Stanford Cars (no `ddp` key) one GPU, one process.
+    SNIP scores once on one GPU; a random mask is drawn without one."""
+    suite = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())["suites"]["paper"]
+    base = suite["resources"]["default"]
     n = suite["ddp"]["resnet50/imagenet"]
     assert n > 1
-    for data, gpus in (("imagenet", n), ("stanford_cars", 1)):
-        res, cmd = jobs[data]
-        assert int(res["gpu"]) == gpus
-        assert int(res["cpus_per_task"]) == gpus * base["cpus_per_task"]
-        assert int(res["mem_mb"]) == gpus * base["mem_mb"]
+    run = "results/paper/resnet50/{}/seed0/full/{}"
+    want = {run.format("imagenet", "dense/records.json"): n,
+            run.format("stanford_cars", "dense/records.json"): 1,
+            run.format("imagenet", "lth/masks.json"): n,
+            run.format("imagenet", "snip/masks.json"): 1,
+            run.format("imagenet", "random_erk/masks.json"): 0}
+    jobs = _dry_run_jobs(list(want))
+    for out, gpus in want.items():
+        res, cmd = jobs[out]
+        assert int(res["gpu"]) == gpus, out
+        assert int(res["cpus_per_task"]) == max(gpus, 1) * base["cpus_per_task"], out
+        assert int(res["mem_mb"]) == max(gpus, 1) * base["mem_mb"], out
         assert (f"--nproc_per_node={gpus}" in cmd) == (gpus > 1), cmd

@@ -48,6 +48,8 @@ class Method:
     on_partitions: bool = False                 # runs on a partition scheme (COLT, DiLT)
     retrain: bool = True                        # its unstructured masks are retrained from theta_0
     vit_only: bool = False                      # runs on vision transformers only (SAViT)
+    uses_model: bool = True                     # its find job computes with the model (False:
+                                                # masks drawn from the layer shapes alone)
     options: dict = field(default_factory=dict)  # default options (``methods_options.<name>``)
     # trainings a find job runs beyond IMP's and RigL's (for `dilt budget`):
     # cost(options, targets, recipe_epochs) -> (trainings, epochs each)
@@ -65,6 +67,15 @@ class Method:
         """Whether its find job trains (all but the one-shot kind, which scores once): a job
         that trains takes the suite's DDP GPUs."""
         return self.kind != "one-shot"
+
+    @property
+    def find_work(self) -> str:
+        """What its find job does, for the GPUs it asks (`dilt.workflow.job_resources`): "trains"
+        (the suite's DDP GPUs), "scores" (one-shot scoring on at most one GPU) or "draws"
+        (random masks: no GPU)."""
+        if self.trains_in_find:
+            return "trains"
+        return "scores" if self.uses_model else "draws"
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -48,11 +48,11 @@ def find_erk(job) -> None:
 
 register_method(Method(
     name="random_uniform", kind="one-shot", display="Random (uniform)", find=find_uniform,
-    needs=("theta0",), options={},
+    needs=("theta0",), options={}, uses_model=False,
     cite="Liu et al. The Unreasonable Effectiveness of Random Pruning. ICLR 2022"))
 
 register_method(Method(
     name="random_erk", kind="one-shot", display="Random (ERK)", find=find_erk,
-    needs=("theta0",), options={"erdos_renyi_kernel": True},
+    needs=("theta0",), options={"erdos_renyi_kernel": True}, uses_model=False,
     cite="Evci, Gale, Menick, Castro, Elsen. Rigging the Lottery: Making All Tickets Winners. "
          "ICML 2020"))
