@@ -285,8 +285,7 @@ def budget(suite, measured: dict | None = None) -> pd.DataFrame:
                 name = tickets_from if source == "tickets" else source
                 # an IMP ticket retrained from a late-rewinding point trains the rest of the
                 # schedule (dilt.jobs: _rewind_start), like the rounds after the first
-                iterative = source == "tickets" or get_method(source).kind == "iterative"
-                ep = round_epochs(epochs, spec["prune"]["rewind_epoch"], 1) if iterative else epochs
+                ep = round_epochs(epochs, spec["prune"]["rewind_epoch"], 1) if W.rewinds(source) else epochs
                 for entry in W.entries(spec, source, tag):
                     add(_experiment(source, entry), "retrain", model, dataset, name, 1, ep,
                         train_images(dataset, ep))

@@ -366,13 +366,15 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
     rewind_epoch = suite["prune"]["rewind_epoch"]
     if rewind_epoch <= 0:
         return None
+    from dilt.workflow import rewinds
+
     method = manifest["method"]
+    if not rewinds(method):
+        return None
     if method == "tickets":
         files = (source_dir.parent / DILT.name).glob("p*/rewind.safetensors")
-    elif get_method(method).kind == "iterative":
-        files = source_dir.glob("rewind*.safetensors")
     else:
-        return None
+        files = source_dir.glob("rewind*.safetensors")
     files = sorted(files, key=_part_number)  # p1, p2, ..., p10 (not p1, p10, p2)
     if not files:
         raise FileCheckError(f"{source_dir}: late rewinding is on but no rewind point is on disk")

@@ -150,6 +150,15 @@ def transfer_targets(spec: dict, source: str | None = None) -> list[str]:
     return [t for t in targets if t != source]
 
 
+def rewinds(source: str) -> bool:
+    """Whether a retrained source starts from its run's late-rewinding point (and trains the
+    rest of the schedule) rather than theta_0: the IMP-family masks and the DiLT tickets
+    (``dilt.jobs._rewind_start``; counted so by ``dilt budget``)."""
+    from dilt.methods import get_method
+
+    return source == "tickets" or get_method(source).kind == "iterative"
+
+
 def transfer_sources(spec: dict, tag: str) -> list[str]:
     """Sources transferred from a tag: dense and LTH from the full data; COLT and the DiLT
     tickets from each partition scheme (only iterative methods: the proposal's experiment 4)."""
