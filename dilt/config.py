@@ -465,6 +465,9 @@ def _check_recipes(key: str, s: dict) -> None:
         if r != "default" and (model not in s["models"] or (data and data not in s["datasets"] + targets)):
             raise _fail(f"{key}.recipes.{r}", "names no model (or model/dataset) of the suite")
     rewind = s["prune"]["rewind_epoch"]
+    if s["prune"].get("rewind_start", "own") != "own" and rewind == 0:
+        raise _fail(f"{key}.prune.rewind_start", f"{s['prune']['rewind_start']!r} needs late "
+                    "rewinding (rewind_epoch > 0); with rewind_epoch 0 every mask starts from theta_0")
     imp = _iterative(s)
     for model in s["models"]:
         for data in list(dict.fromkeys(s["datasets"] + targets)):

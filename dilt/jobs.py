@@ -260,13 +260,14 @@ def _row(experiment, model, dataset, source_dataset, partition, method, ticket, 
 def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataBundle,
                   eval_splits: dict[str, Split], recipe, seed: int, work_dir: str | Path,
                   log: str | None, experiment: str, partition: str, source_dataset: str,
-                  provenance: str, start=None, save_weights: bool = False) -> list[dict]:
+                  provenance: str, start=None, save_weights: bool = False,
+                  on_epoch_end=None) -> list[dict]:
     """Train every entry's mask (resumable), evaluate it on ``eval_splits`` and return one
     record per entry and split. Results are kept in ``work_dir`` under the mask's content hash
     and starting point, so the same mask is trained once however many entries (or per-training
     jobs) name it. ``start(entry) -> (tag, load, epoch)``: the starting point of an entry other
     than the fresh model (late rewinding); ``load(model)`` puts it in place, and training
-    continues the schedule from ``epoch``."""
+    continues the schedule from ``epoch``. ``on_epoch_end``: passed to every entry's training."""
     work = Path(work_dir)
     tr, va, _ = full_splits(bundle)
     records = []
@@ -280,7 +281,7 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
                 load(net)
             res = train(net, tr, va, recipe, mask=e.mask, seed=seed, checkpoint=work / f"{stem}.ckpt",
                         log_path=log, desc=f"{experiment} {e.key}", start_epoch=epoch,
-                        checkpoint_meta={"provenance": provenance, "stem": stem})
+                        checkpoint_meta={"provenance": provenance, "stem": stem}, on_epoch_end=on_epoch_end)
             scores = {name: evaluate(net, split, recipe) for name, split in eval_splits.items()}
             if save_weights:
                 save_state(work / f"{e.key}.safetensors", net, seed=seed, provenance=provenance)
@@ -317,16 +318,26 @@ def _source_dir_entries(suite, source_dir, source, model, dataset, seed, tag, **
 def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: str,
           log: str | None = None) -> None:
     """The dense reference: trained once from theta_0; its weights are kept (post-training
-    methods start from them) and it is evaluated like every ticket."""
+    methods start from them) and it is evaluated like every ticket. With ``prune.rewind_start:
+    dense`` it also keeps its weights after ``rewind_epoch`` epochs (``rewind.safetensors``): the
+    one point every IMP mask is then retrained from."""
+    from dilt.prune.imp import _rewind_saver
+    from dilt.workflow import dense_rewind
+
     _check_theta0(theta0, model, seed, suite, dataset)
     work = Path(out).parent
     h = prov.claim_dir(work, prov.dense_settings(suite, model, dataset, seed))
     bundle = load_data(suite, dataset, seed)
     make = lambda: theta0_model(suite, model, theta0, bundle)  # noqa: E731
+    k = dense_rewind(suite.spec)
+    hook = _rewind_saver(work / DENSE_REWIND, k, {"seed": seed, "provenance": h}) if k else None
     records = train_entries([dense_entry()], model=model, make_model=make, bundle=bundle,
                             eval_splits=test_splits(bundle, None), recipe=suite.recipe(model, dataset),
                             seed=seed, work_dir=work, log=log, experiment="retrain", partition="-",
-                            source_dataset=dataset, provenance=h, save_weights=True)
+                            source_dataset=dataset, provenance=h, save_weights=True, on_epoch_end=hook)
+    if k and not (work / DENSE_REWIND).is_file():
+        raise FileCheckError(f"{work / DENSE_REWIND}: the dense run finished without its rewind point "
+                             "(made by an older version?); delete the run directory to recompute")
     write_json(out, {"records": records, "provenance": h})
 
 
@@ -356,22 +367,29 @@ def retrain(suite: Suite, model: str, dataset: str, seed: int, tag: str, source:
     write_json(out, {"records": records, "provenance": h})
 
 
+DENSE_REWIND = "rewind.safetensors"  # the dense run's weights after rewind_epoch epochs
+
+
 def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
     """With late rewinding (rewind_epoch > 0) an IMP ticket is retrained from its source run's
     rewind point (Frankle et al. 2020; OpenLTH), not theta_0. LTH: its run's point (head
     included). COLT and the DiLT tickets: the partition runs' points share theta_0 and differ by
     a few epochs on different classes; spec_k starts from run k's point, core, union and COLT's
     mask from their mean; the head (trained on a partition's classes) stays theta_0's. Training
-    continues the schedule from the rewind epoch, as the IMP rounds after the first did."""
-    rewind_epoch = suite["prune"]["rewind_epoch"]
-    if rewind_epoch <= 0:
-        return None
-    from dilt.workflow import rewinds
+    continues the schedule from the rewind epoch, as the IMP rounds after the first did. With
+    ``prune.rewind_start: dense`` every one starts from the dense run's point instead, head
+    included (LTH's own point: the dense run is LTH's round 0)."""
+    from dilt.workflow import rewind_point
 
+    rewind_epoch = suite["prune"]["rewind_epoch"]
     method = manifest["method"]
-    if not rewinds(method):
+    where = rewind_point(suite.spec, method)
+    if where is None:
         return None
-    if method == "tickets":
+    if where == "dense":
+        files = [source_dir.parent.parent / FULL / "dense" / DENSE_REWIND]
+        files = [f for f in files if f.is_file()]
+    elif method == "tickets":
         files = (source_dir.parent / DILT.name).glob("p*/rewind.safetensors")
     else:
         files = source_dir.glob("rewind*.safetensors")
@@ -380,7 +398,7 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
         raise FileCheckError(f"{source_dir}: late rewinding is on but no rewind point is on disk")
     states = [load_state(f)[0] for f in files]
     # a full-data run's head has every class; a partition run's head only its own
-    keep_head = method != "tickets" and not get_method(method).on_partitions
+    keep_head = where == "dense" or (method != "tickets" and not get_method(method).on_partitions)
 
     def mean(chosen):
         return {k: (sum(s[k].double() for s in chosen) / len(chosen)).to(chosen[0][k].dtype)
@@ -390,14 +408,17 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
     def start(entry: Entry):
         if entry.method == "dense":
             return "theta0", None, 0
-        k = int(entry.ticket[4:]) if entry.ticket.startswith("spec") and method == "tickets" else None
-        point = states[k - 1] if k else avg
+        own_run = where == "own" and entry.ticket.startswith("spec") and method == "tickets"
+        k = int(entry.ticket[4:]) if own_run else None
+        point = states[k - 1] if k else avg   # (the dense point: the mean of one)
 
         def load(net: torch.nn.Module) -> None:
             head = set() if keep_head else set(head_parameters(net))
             own = net.state_dict()
             net.load_state_dict({n: (point[n] if n in point and n not in head and point[n].shape == t.shape
                                      else t) for n, t in own.items()})
+        if where == "dense":
+            return "rewind-dense", load, rewind_epoch
         return (f"rewind-p{k}" if k else ("rewind" if len(states) == 1 else "rewind-mean")), load, rewind_epoch
     return start
 

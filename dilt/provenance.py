@@ -64,8 +64,13 @@ def init_settings(suite, model: str, dataset: str, seed: int) -> dict:
 
 
 def dense_settings(suite, model: str, dataset: str, seed: int) -> dict:
-    return {"stage": "dense", "init": init_settings(suite, model, dataset, seed),
-            "recipe": _recipe(suite, model, dataset)}
+    from dilt.workflow import dense_rewind
+
+    s = {"stage": "dense", "init": init_settings(suite, model, dataset, seed),
+         "recipe": _recipe(suite, model, dataset)}
+    if dense_rewind(suite.spec):  # it also keeps the shared rewind point
+        s["rewind_epoch"] = dense_rewind(suite.spec)
+    return s
 
 
 IMP_RULES = 2
@@ -130,9 +135,14 @@ def source_settings(suite, source: str, model: str, dataset: str, seed: int, tag
 
 
 def retrain_settings(suite, source: str, model: str, dataset: str, seed: int, tag: str) -> dict:
-    return {"stage": "retrain", "source": source_settings(suite, source, model, dataset, seed, tag),
-            "recipe": _recipe(suite, model, dataset),
-            "random_controls": suite.spec["prune"]["random_controls"]}
+    from dilt.workflow import rewind_point
+
+    s = {"stage": "retrain", "source": source_settings(suite, source, model, dataset, seed, tag),
+         "recipe": _recipe(suite, model, dataset),
+         "random_controls": suite.spec["prune"]["random_controls"]}
+    if rewind_point(suite.spec, source) == "dense":  # ("own" is in the source's settings)
+        s["rewind_start"] = {"dense": dense_settings(suite, model, dataset, seed)}
+    return s
 
 
 def transfer_settings(suite, sources: list[str], model: str, dataset: str, seed: int, tag: str,

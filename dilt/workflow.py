@@ -159,6 +159,23 @@ def rewinds(source: str) -> bool:
     return source == "tickets" or get_method(source).kind == "iterative"
 
 
+def rewind_point(spec: dict, source: str) -> str | None:
+    """Where a retrained ``source`` starts when that is not theta_0: "own" (its run's rewind
+    point), "dense" (the dense reference's weights after ``rewind_epoch`` epochs, which the
+    dense job then writes; ``prune.rewind_start``), or None (theta_0)."""
+    prune = spec.get("prune") or {}
+    if prune.get("rewind_epoch", 0) <= 0 or not rewinds(source):
+        return None
+    return prune.get("rewind_start", "own")
+
+
+def dense_rewind(spec: dict) -> int:
+    """The epoch after which the dense job keeps its weights as the shared rewind point (0:
+    it keeps none)."""
+    prune = spec.get("prune") or {}
+    return prune.get("rewind_epoch", 0) if prune.get("rewind_start", "own") == "dense" else 0
+
+
 def transfer_sources(spec: dict, tag: str) -> list[str]:
     """Sources transferred from a tag: dense and LTH from the full data; COLT and the DiLT
     tickets from each partition scheme (only iterative methods: the proposal's experiment 4)."""

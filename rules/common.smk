@@ -134,6 +134,16 @@ def find_settings(wc):
     )
 
 
+def rewind_inputs(wc):
+    """The dense run, where a retrained source starts from its rewind point
+    (`prune.rewind_start: dense`)."""
+    if W.rewind_point(S, wc.source) != "dense":
+        return {}
+    return {
+        "dense": f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/full/dense/records.json"
+    }
+
+
 def dilt_runs(wc):
     return [
         f"{R}/{wc.model}/{wc.dataset}/seed{wc.seed}/{wc.tag}/{TICKET_METHOD}/p{k}/masks.json"

@@ -4,6 +4,7 @@
 
 rule retrain:
     input:
+        unpack(rewind_inputs),
         theta0=f"{RUN}/theta0.safetensors",
         source=f"{RUN}/{{tag}}/{{source}}/masks.json",
     output:
@@ -30,6 +31,7 @@ rule retrain:
 rule retrain_one:
     """One training of a source's retraining (suites with `batch_trainings: false`)."""
     input:
+        unpack(rewind_inputs),
         theta0=f"{RUN}/theta0.safetensors",
         source=f"{RUN}/{{tag}}/{{source}}/masks.json",
     output:

@@ -200,3 +200,48 @@ def test_late_rewinding_rounds_and_tickets_train_the_rest_of_the_schedule(tmp_pa
     finally:
         jobs.train = real
     assert starts and set(starts) == {1}
+
+
+def test_a_shared_dense_rewind_point_starts_every_imp_mask(tmp_path):
+    """``prune.rewind_start: dense``: the dense job keeps its weights after rewind_epoch epochs,
+    which are LTH's own rewind point (the dense run is LTH's round 0), and LTH's and COLT's masks
+    are all retrained from that one point, head included, for the rest of the schedule."""
+    from dilt import config
+    from dilt.models.state import load_state
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(
+        prune={"rate": 0.5, "rewind_epoch": 1, "rewind_start": "dense"}, sparsities=[0.5],
+        transfer={"sparsity": 0.5, "targets": ["digits_rot"]},
+        recipes={"default": {"epochs": 3, "batch_size": 128, "lr": 0.05}})))
+    suite = config.load(path)
+    run = tmp_path / "mlp" / "digits" / "seed0"
+    theta0 = run / "theta0.safetensors"
+    jobs.init(suite, "mlp", "digits", 0, str(theta0))
+    jobs.dense(suite, "mlp", "digits", 0, str(theta0), str(run / "full" / "dense" / "records.json"))
+    point = load_state(run / "full" / "dense" / jobs.DENSE_REWIND)[0]
+    lth, colt = run / "full" / "lth", run / "contiguous2" / "colt"
+    jobs.imp(suite, "mlp", "digits", 0, "lth", "full", None, str(theta0), str(lth))
+    jobs.imp(suite, "mlp", "digits", 0, "colt", "contiguous2", None, str(theta0), str(colt))
+    own = load_state(lth / "rewind.safetensors")[0]
+    assert point.keys() == own.keys() and all(torch.equal(point[k], own[k]) for k in point)
+
+    starts = []
+    real = jobs.train
+
+    def spy(net, *a, **k):
+        starts.append(({n: t.clone() for n, t in net.state_dict().items()}, k["start_epoch"]))
+        return real(net, *a, **k)
+    jobs.train = spy
+    try:
+        for tag, source in (("full", lth), ("contiguous2", colt)):
+            jobs.retrain(suite, "mlp", "digits", 0, tag, str(source), str(theta0), str(tmp_path / f"{tag}.json"))
+    finally:
+        jobs.train = real
+    assert len(starts) >= 4  # each run's mask and its random control
+    for state, epoch in starts:
+        assert epoch == 1
+        assert all(torch.equal(state[n], point[n]) for n in point if not n.endswith("weight"))  # biases, head
+        assert all(torch.equal(state[n], point[n]) for n in point if n.startswith("head"))
+    stems = [p.name for p in (lth / "retrain" / "cache").glob("*.json")]
+    assert stems and all("rewind-dense" in s for s in stems)
