@@ -318,9 +318,9 @@ def _source_dir_entries(suite, source_dir, source, model, dataset, seed, tag, **
 def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: str,
           log: str | None = None) -> None:
     """The dense reference: trained once from theta_0; its weights are kept (post-training
-    methods start from them) and it is evaluated like every ticket. With ``prune.rewind_start:
-    dense`` it also keeps its weights after ``rewind_epoch`` epochs (``rewind.safetensors``): the
-    one point every IMP mask is then retrained from."""
+    methods start from them) and it is evaluated like every ticket. With late rewinding it also
+    keeps its weights after ``rewind_epoch`` epochs (``rewind.safetensors``): under
+    ``prune.rewind_start: dense`` the one point every IMP mask is retrained from."""
     from dilt.prune.imp import _rewind_saver
     from dilt.workflow import dense_rewind
 
@@ -337,7 +337,8 @@ def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: s
                             source_dataset=dataset, provenance=h, save_weights=True, on_epoch_end=hook)
     if k and not (work / DENSE_REWIND).is_file():
         raise FileCheckError(f"{work / DENSE_REWIND}: the dense run finished without its rewind point "
-                             "(made by an older version?); delete the run directory to recompute")
+                             f"(written after epoch {k}; deleted since?); delete the run directory "
+                             "to recompute")
     write_json(out, {"records": records, "provenance": h})
 
 
@@ -363,14 +364,15 @@ def retrain(suite: Suite, model: str, dataset: str, seed: int, tag: str, source:
                             recipe=suite.recipe(model, dataset), seed=seed, work_dir=cache, log=log,
                             experiment="retrain", partition=tag if tag != FULL else "-",
                             source_dataset=dataset, provenance=h,
-                            start=_rewind_start(suite, source_dir, manifest))
+                            start=_rewind_start(suite, source_dir, manifest, model, dataset, seed))
     write_json(out, {"records": records, "provenance": h})
 
 
 DENSE_REWIND = "rewind.safetensors"  # the dense run's weights after rewind_epoch epochs
 
 
-def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
+def _rewind_start(suite: Suite, source_dir: Path, manifest: dict, model: str, dataset: str,
+                  seed: int):
     """With late rewinding (rewind_epoch > 0) an IMP ticket is retrained from its source run's
     rewind point (Frankle et al. 2020; OpenLTH), not theta_0. LTH: its run's point (head
     included). COLT and the DiLT tickets: the partition runs' points share theta_0 and differ by
@@ -386,9 +388,15 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
     where = rewind_point(suite.spec, method)
     if where is None:
         return None
-    if where == "dense":
-        files = [source_dir.parent.parent / FULL / "dense" / DENSE_REWIND]
-        files = [f for f in files if f.is_file()]
+    expect = {"seed": seed}
+    if where == "dense":  # the dense run of this seed and settings, after rewind_epoch epochs
+        point = source_dir.parent.parent / FULL / "dense" / DENSE_REWIND
+        if not point.is_file():
+            raise FileCheckError(f"{point}: late rewinding starts from the dense run's point, which "
+                                 "is not on disk (run the dense job first)")
+        files = [point]
+        expect.update(rewind_epoch=rewind_epoch,
+                      provenance=prov.digest(prov.dense_settings(suite, model, dataset, seed)))
     elif method == "tickets":
         files = (source_dir.parent / DILT.name).glob("p*/rewind.safetensors")
     else:
@@ -396,7 +404,7 @@ def _rewind_start(suite: Suite, source_dir: Path, manifest: dict):
     files = sorted(files, key=_part_number)  # p1, p2, ..., p10 (not p1, p10, p2)
     if not files:
         raise FileCheckError(f"{source_dir}: late rewinding is on but no rewind point is on disk")
-    states = [load_state(f)[0] for f in files]
+    states = [load_state(f, expect=expect)[0] for f in files]
     # a full-data run's head has every class; a partition run's head only its own
     keep_head = where == "dense" or (method != "tickets" and not get_method(method).on_partitions)
 

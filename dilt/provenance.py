@@ -68,7 +68,7 @@ def dense_settings(suite, model: str, dataset: str, seed: int) -> dict:
 
     s = {"stage": "dense", "init": init_settings(suite, model, dataset, seed),
          "recipe": _recipe(suite, model, dataset)}
-    if dense_rewind(suite.spec):  # it also keeps the shared rewind point
+    if dense_rewind(suite.spec):  # it also keeps its rewind point
         s["rewind_epoch"] = dense_rewind(suite.spec)
     return s
 

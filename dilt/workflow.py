@@ -170,10 +170,15 @@ def rewind_point(spec: dict, source: str) -> str | None:
 
 
 def dense_rewind(spec: dict) -> int:
-    """The epoch after which the dense job keeps its weights as the shared rewind point (0:
-    it keeps none)."""
+    """The epoch after which the dense job keeps its weights as a rewind point (0: it keeps
+    none): ``rewind_epoch`` when the suite has an IMP method, whatever ``rewind_start`` says, so
+    switching between a shared and an own start reruns no dense run (nor CAP and SAViT, which
+    start from it)."""
+    from dilt.methods import get_method
+
     prune = spec.get("prune") or {}
-    return prune.get("rewind_epoch", 0) if prune.get("rewind_start", "own") == "dense" else 0
+    iterative = any(get_method(m).kind == "iterative" for m in spec.get("methods", []))
+    return prune.get("rewind_epoch", 0) if iterative else 0
 
 
 def transfer_sources(spec: dict, tag: str) -> list[str]:

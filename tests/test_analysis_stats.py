@@ -112,6 +112,12 @@ def test_extract_features_cnn_gap_flatten_projection_and_cache(tmp_path):
     assert cache.exists()
     b = extract_features(model, x, layers, cache=cache)
     assert all(np.array_equal(a[n], b[n]) for n in layers)
+    seen = []
+    hook = model.get_submodule(layers[0]).register_forward_hook(
+        lambda *_: seen.append(torch.is_grad_enabled()))
+    extract_features(model, x, layers[:1])
+    hook.remove()
+    assert seen == [False]  # no activations kept for a backward pass that never comes
     other = torch.randn(20, 1, 8, 8)  # another probe of the same size: the cache is stale
     c = extract_features(model, other, layers, cache=cache)
     assert all(np.array_equal(c[n], extract_features(model, other, [n])[n]) for n in layers)

@@ -105,3 +105,17 @@ def test_a_ddp_job_asks_cpus_and_memory_per_gpu_and_starts_one_rank_per_gpu():
         assert int(res["cpus_per_task"]) == max(gpus, 1) * base["cpus_per_task"], out
         assert int(res["mem_mb"]) == max(gpus, 1) * base["mem_mb"], out
         assert (f"--nproc_per_node={gpus}" in cmd) == (gpus > 1), cmd
+
+
+def test_under_a_shared_rewind_point_imp_retrainings_wait_for_the_dense_run():
+    """The small suite rewinds to the dense run's point (`rewind_start: dense`): an LTH mask's
+    retraining plans the dense job before it; a SNIP mask's, which starts from theta_0, does not."""
+    from dilt import workflow as W
+
+    suite = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())["suites"]["small"]
+    assert suite["prune"]["rewind_start"] == "dense" and suite["prune"]["rewind_epoch"] > 0
+    run = f"results/small/resnet18/cifar100/seed{suite['seeds'][0]}/full"
+    for source, dense in (("lth", 1), ("snip", 0)):
+        entry = W.entries(suite, source, "full")[0]
+        plan = planned_jobs(f"{run}/{source}/retrain/{entry}.records.json", "--config", "suite=small", cwd=ROOT)
+        assert plan.get("retrain_one") == 1 and plan.get("dense", 0) == dense, (source, plan)

@@ -6,7 +6,7 @@ import yaml
 from conftest import tiny_config
 
 from dilt import jobs
-from dilt.io import read_json
+from dilt.io import FileCheckError, read_json
 from dilt.masks import Mask
 from dilt.models import build_model, prunable_names
 from dilt.prune.imp import all_masks
@@ -245,3 +245,10 @@ def test_a_shared_dense_rewind_point_starts_every_imp_mask(tmp_path):
         assert all(torch.equal(state[n], point[n]) for n in point if n.startswith("head"))
     stems = [p.name for p in (lth / "retrain" / "cache").glob("*.json")]
     assert stems and all("rewind-dense" in s for s in stems)
+    # a point of another run (here LTH's own file: the same weights, other provenance) is refused
+    (run / "full" / "dense" / jobs.DENSE_REWIND).write_bytes((lth / "rewind.safetensors").read_bytes())
+    with pytest.raises(FileCheckError, match=r"dense/rewind.safetensors: provenance is"):
+        jobs.retrain(suite, "mlp", "digits", 0, "full", str(lth), str(theta0), str(tmp_path / "again.json"))
+    (run / "full" / "dense" / jobs.DENSE_REWIND).unlink()
+    with pytest.raises(FileCheckError, match=r"dense/rewind.safetensors: late rewinding starts from"):
+        jobs.retrain(suite, "mlp", "digits", 0, "full", str(lth), str(theta0), str(tmp_path / "again.json"))

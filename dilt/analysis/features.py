@@ -97,12 +97,12 @@ def representation_modules(model: nn.Module, layer_names: Sequence[str]) -> dict
     return out
 
 
-@torch.no_grad()
 def _digest(x: torch.Tensor) -> str:
     """A content hash of the probe inputs (a cache made on other inputs of the same size is stale)."""
     return hashlib.sha256(np.ascontiguousarray(x.detach().cpu().numpy()).view(np.uint8).ravel()).hexdigest()[:16]
 
 
+@torch.no_grad()
 def extract_features(model: nn.Module, x: torch.Tensor, layer_names: Sequence[str],
                      reduce: str = "gap", batch_size: int = 256, *, proj_dim: int = 256,
                      seed: int = 0, cache: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
