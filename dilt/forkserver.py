@@ -154,13 +154,11 @@ def _child(conn_fds: list[int], request: dict) -> None:
             os._exit(code)
 
 
-def serve(path: str, parent_pid: int, poll: float = 0.02) -> None:
-    """Serve jobs on the AF_UNIX socket ``path`` until ``parent_pid`` exits or a client sends
-    ``{"stop": true}``; one forked child per request, killed if its client goes away."""
+def warm() -> None:
+    """What the server does before it forks any job: import :data:`PRELOAD` and load the config
+    (its checks cache model builds, on the meta device). Nothing here may touch CUDA: a child
+    forked after CUDA is initialised cannot use it, and every GPU job of a local run forks."""
     import importlib
-    import selectors
-    import signal
-    import time
 
     for name in PRELOAD:
         try:
@@ -173,6 +171,16 @@ def serve(path: str, parent_pid: int, poll: float = 0.02) -> None:
         config.load()
     except Exception:  # a bad config: the jobs report it themselves
         pass
+
+
+def serve(path: str, parent_pid: int, poll: float = 0.02) -> None:
+    """Serve jobs on the AF_UNIX socket ``path`` until ``parent_pid`` exits or a client sends
+    ``{"stop": true}``; one forked child per request, killed if its client goes away."""
+    import selectors
+    import signal
+    import time
+
+    warm()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is Snakemake's to handle
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"

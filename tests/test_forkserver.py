@@ -158,3 +158,32 @@ def test_server_exits_with_its_parent(tmp_path):
     parent.wait()
     assert server.wait(timeout=10) == 0
     assert not os.path.exists(path)
+
+
+def test_warming_the_server_never_touches_cuda():
+    """Every job of a local run, GPU jobs included (the small suite on one GPU), forks from the
+    server; a child forked after CUDA was initialised cannot use it. Warming (imports and the
+    config check) must not initialise or even query CUDA: the CUDA entry points are made to
+    record any call, in a fresh interpreter."""
+    code = textwrap.dedent("""
+        import torch
+        calls = []
+        def spy(name):
+            return lambda *a, **k: calls.append(name) or (_ for _ in ()).throw(RuntimeError(name))
+        for name in ("is_available", "device_count", "init", "_lazy_init", "current_device",
+                     "get_device_properties", "get_device_capability", "is_bf16_supported",
+                     "set_device", "synchronize", "mem_get_info"):
+            setattr(torch.cuda, name, spy(name))
+        for name in ("_cuda_getDeviceCount", "_cuda_init"):
+            if hasattr(torch._C, name):
+                setattr(torch._C, name, spy(name))
+        from dilt import forkserver
+        forkserver.warm()
+        import sys
+        assert all(m in sys.modules for m in ("timm", "ot", "dilt.train")), "preload failed"
+        print("CUDA calls:", calls, torch.cuda.is_initialized())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "CUDA calls: [] False" in proc.stdout, proc.stdout
