@@ -63,15 +63,18 @@ def _crash_point(path: Path) -> None:
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the body succeeds, fsync it and rename it
-    onto ``path`` (then fsync the directory)."""
+    onto ``path`` (then fsync the directory). Under DDP the ranks > 0 write nothing to ``path``:
+    their copy goes to the node's temporary directory, off the shared file system, and is
+    dropped."""
     path = Path(path)
+    main = _main_process()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
+                               dir=path.parent if main else None)
     os.close(fd)
     try:
         yield Path(tmp)
-        if not _main_process():  # under DDP only rank 0 writes; the others' copies are dropped
+        if not main:  # under DDP only rank 0 writes
             return
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -177,3 +177,21 @@ def test_a_model_option_edit_makes_theta0_and_the_dense_model_stale(tmp_path):
                   out_dir=tmp_path / "cap", theta0=theta0, dense=dense)
     with pytest.raises(FileCheckError, match="provenance"):
         job.dense_model()
+
+
+def test_a_rank_other_than_0_writes_nothing_beside_the_target(tmp_path, monkeypatch):
+    """Under DDP rank 0 alone writes a file; another rank's copy goes to the node's temporary
+    directory (off the shared file system) and is dropped, leaving neither file nor debris."""
+    from dilt.io import atomic_path
+
+    target = tmp_path / "run" / "weights.bin"
+    monkeypatch.setenv("RANK", "1")
+    with atomic_path(target) as tmp:
+        assert tmp.parent != target.parent
+        tmp.write_bytes(b"rank 1")
+    assert not target.exists() and not tmp.exists() and list(target.parent.iterdir()) == []
+    monkeypatch.setenv("RANK", "0")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent
+        tmp.write_bytes(b"rank 0")
+    assert target.read_bytes() == b"rank 0" and list(target.parent.iterdir()) == [target]
