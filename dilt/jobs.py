@@ -6,6 +6,7 @@ what the interrupted one finished, and only when its settings are unchanged."""
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,6 +258,12 @@ def _row(experiment, model, dataset, source_dataset, partition, method, ticket, 
             "flags": ";".join(flags), "flops_ratio": 1.0 if flops_ratio is None else float(flops_ratio)}
 
 
+def entry_stem(e: Entry, tag: str = "theta0") -> str:
+    """The name of an entry's training in a work directory (``<stem>.json`` its result,
+    ``<stem>.ckpt`` its checkpoint): method, mask content hash and starting point."""
+    return f"{e.method}_{e.mask.content_hash() if e.mask is not None else 'dense'}_{tag}"
+
+
 def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataBundle,
                   eval_splits: dict[str, Split], recipe, seed: int, work_dir: str | Path,
                   log: str | None, experiment: str, partition: str, source_dataset: str,
@@ -273,7 +280,7 @@ def train_entries(entries: list[Entry], *, model: str, make_model, bundle: DataB
     records = []
     for e in entries:
         tag, load, epoch = start(e) if start is not None else ("theta0", None, 0)
-        stem = f"{e.method}_{e.mask.content_hash() if e.mask is not None else 'dense'}_{tag}"
+        stem = entry_stem(e, tag)
         done = work / f"{stem}.json"
         if not done.exists() or read_json(done).get("provenance") != provenance:
             net = make_model()
@@ -331,6 +338,13 @@ def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: s
     make = lambda: theta0_model(suite, model, theta0, bundle)  # noqa: E731
     k = dense_rewind(suite.spec)
     hook = _rewind_saver(work / DENSE_REWIND, k, {"seed": seed, "provenance": h}) if k else None
+    stem = entry_stem(dense_entry())
+    if k and not (work / DENSE_REWIND).is_file() and not (work / f"{stem}.json").is_file():
+        # a resumed run may be past the rewind epoch: train again from the start, which writes it
+        if (work / f"{stem}.ckpt").exists():
+            print(f"dilt: {work / DENSE_REWIND} is missing; the dense run starts again to write it",
+                  file=sys.stderr)
+        (work / f"{stem}.ckpt").unlink(missing_ok=True)
     records = train_entries([dense_entry()], model=model, make_model=make, bundle=bundle,
                             eval_splits=test_splits(bundle, None), recipe=suite.recipe(model, dataset),
                             seed=seed, work_dir=work, log=log, experiment="retrain", partition="-",

@@ -252,3 +252,46 @@ def test_a_shared_dense_rewind_point_starts_every_imp_mask(tmp_path):
     (run / "full" / "dense" / jobs.DENSE_REWIND).unlink()
     with pytest.raises(FileCheckError, match=r"dense/rewind.safetensors: late rewinding starts from"):
         jobs.retrain(suite, "mlp", "digits", 0, "full", str(lth), str(theta0), str(tmp_path / "again.json"))
+
+
+def test_a_dense_run_resumed_without_its_rewind_point_starts_again_and_writes_it(tmp_path):
+    """Killed past its rewind epoch, and its rewind point then lost: the rerun does not resume
+    (it could never write the point) but trains again from the start, writing the same point."""
+    from dilt import config
+    from dilt.models.state import load_state
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(
+        prune={"rate": 0.5, "rewind_epoch": 1}, recipes={"default": {"epochs": 3, "batch_size": 128, "lr": 0.05}})))
+    suite = config.load(path)
+    theta0 = tmp_path / "theta0.safetensors"
+    jobs.init(suite, "mlp", "digits", 0, str(theta0))
+    ref, run = tmp_path / "ref" / "records.json", tmp_path / "run" / "records.json"
+    jobs.dense(suite, "mlp", "digits", 0, str(theta0), str(ref))
+
+    class Killed(RuntimeError):
+        pass
+    real = jobs.train
+
+    def killed_after_two_epochs(*a, **k):
+        hook = k["on_epoch_end"]
+
+        def die(epoch, model):
+            hook(epoch, model)
+            if epoch == 2:  # epochs 0 and 1 are checkpointed, the rewind point (after 1) written
+                raise Killed
+        return real(*a, **{**k, "on_epoch_end": die})
+    jobs.train = killed_after_two_epochs
+    try:
+        with pytest.raises(Killed):
+            jobs.dense(suite, "mlp", "digits", 0, str(theta0), str(run))
+    finally:
+        jobs.train = real
+    stem = jobs.entry_stem(jobs.dense_entry())
+    assert (run.parent / f"{stem}.ckpt").exists()
+    (run.parent / jobs.DENSE_REWIND).unlink()
+    jobs.dense(suite, "mlp", "digits", 0, str(theta0), str(run))
+    a = load_state(ref.parent / jobs.DENSE_REWIND)[0]
+    b = load_state(run.parent / jobs.DENSE_REWIND)[0]
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert read_json(ref)["records"] == read_json(run)["records"]
