@@ -328,7 +328,7 @@ def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: s
     methods start from them) and it is evaluated like every ticket. With late rewinding it also
     keeps its weights after ``rewind_epoch`` epochs (``rewind.safetensors``): under
     ``prune.rewind_start: dense`` the one point every IMP mask is retrained from."""
-    from dilt.prune.imp import _rewind_saver
+    from dilt.prune.imp import rewind_saver
     from dilt.workflow import dense_rewind
 
     _check_theta0(theta0, model, seed, suite, dataset)
@@ -337,7 +337,7 @@ def dense(suite: Suite, model: str, dataset: str, seed: int, theta0: str, out: s
     bundle = load_data(suite, dataset, seed)
     make = lambda: theta0_model(suite, model, theta0, bundle)  # noqa: E731
     k = dense_rewind(suite.spec)
-    hook = _rewind_saver(work / DENSE_REWIND, k, {"seed": seed, "provenance": h}) if k else None
+    hook = rewind_saver(work / DENSE_REWIND, k, {"seed": seed, "provenance": h}) if k else None
     stem = entry_stem(dense_entry())
     if k and not (work / DENSE_REWIND).is_file() and not (work / f"{stem}.json").is_file():
         # a resumed run may be past the rewind epoch: train again from the start, which writes it

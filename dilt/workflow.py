@@ -154,9 +154,9 @@ def rewinds(source: str) -> bool:
     """Whether a retrained source starts from its run's late-rewinding point (and trains the
     rest of the schedule) rather than theta_0: the IMP-family masks and the DiLT tickets
     (``dilt.jobs._rewind_start``; counted so by ``dilt budget``)."""
-    from dilt.methods import get_method
+    from dilt.methods import iterative_methods
 
-    return source == "tickets" or get_method(source).kind == "iterative"
+    return source == "tickets" or source in iterative_methods()
 
 
 def rewind_point(spec: dict, source: str) -> str | None:
@@ -174,11 +174,10 @@ def dense_rewind(spec: dict) -> int:
     none): ``rewind_epoch`` when the suite has an IMP method, whatever ``rewind_start`` says, so
     switching between a shared and an own start reruns no dense run (nor CAP and SAViT, which
     start from it)."""
-    from dilt.methods import get_method
+    from dilt.methods import iterative_methods
 
-    prune = spec.get("prune") or {}
-    iterative = any(get_method(m).kind == "iterative" for m in spec.get("methods", []))
-    return prune.get("rewind_epoch", 0) if iterative else 0
+    iterative = set(iterative_methods()) & set(spec.get("methods", []))
+    return (spec.get("prune") or {}).get("rewind_epoch", 0) if iterative else 0
 
 
 def transfer_sources(spec: dict, tag: str) -> list[str]:
@@ -227,7 +226,9 @@ def job_resources(spec: dict, stage: str, model: str, dataset: str, work: str = 
     if work not in WORKS:
         raise ValueError(f"job_resources: work {work!r} is not one of {', '.join(WORKS)}")
     r = stage_resources(spec, stage)
-    n = {"trains": lambda: gpus(spec, model, dataset, r["gpu"]),
-         "scores": lambda: min(r["gpu"], 1), "draws": lambda: 0}[work]()
+    if work == "trains":
+        n = gpus(spec, model, dataset, r["gpu"])
+    else:
+        n = min(r["gpu"], 1) if work == "scores" else 0
     scale = max(n, 1)
     return {"gpu": n, "cpus_per_task": r["cpus_per_task"] * scale, "mem_mb": r["mem_mb"] * scale}

@@ -94,7 +94,7 @@ def run_imp(parts: Sequence[Part], prunable: Sequence[str], targets: Sequence[fl
                 model.load_state_dict(state)
                 (out / f"ckpt_r{r}{suffix(k)}.pt").unlink(missing_ok=True)  # a kill after the commit
             else:
-                hook = _rewind_saver(rewind, rewind_epoch, meta) if r == 0 and rewind_epoch > 0 else None
+                hook = rewind_saver(rewind, rewind_epoch, meta) if r == 0 and rewind_epoch > 0 else None
                 ckpt = out / f"ckpt_r{r}{suffix(k)}.pt"
                 res = train(model, part.train, part.val, recipe, mask=mask, seed=seed + 7919 * r,
                             checkpoint=ckpt, log_path=log_path, desc=f"{desc} r{r}{suffix(k)}",
@@ -153,7 +153,7 @@ def _rewound(part: Part, rewind_path: Path, rewind_epoch: int, r: int) -> nn.Mod
     return model
 
 
-def _rewind_saver(path: Path, epoch: int, meta: dict):
+def rewind_saver(path: Path, epoch: int, meta: dict):
     """Saves the weights after ``epoch`` epochs of round 0: the training loop calls it before
     that epoch's checkpoint, so a kill can never pass the rewind point without it on disk."""
     def hook(e: int, model: nn.Module) -> None:
